@@ -1,0 +1,99 @@
+"""The reference's "list" layout: images/ plus train.json, validation.json, test.json.
+
+Reading checks everything before decoding anything, so that a bad label or a missing file is
+reported in one line naming it instead of failing midway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from letters.data.cache import Splits, cache_key, cached_splits
+from letters.data.images import CLASSES, label_index, load_grey
+from letters.errors import LettersError
+
+SPLITS = ("train", "validation", "test")
+
+
+def read_listing(root: Path, split: str) -> list[tuple[str, int]]:
+    """(file name, class index) pairs of one split, validated."""
+    path = root / f"{split}.json"
+    if not path.is_file():
+        raise LettersError(f"{path}: split file not found (the list layout needs {SPLITS})")
+    try:
+        listing = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LettersError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(listing, dict):
+        raise LettersError(f"{path}: expected an object mapping image names to letters")
+    if not listing:
+        raise LettersError(f"{path}: the {split} split is empty")
+    entries = []
+    for name, label in listing.items():
+        entries.append((name, label_index(label, f"{path}: {name}")))
+    return entries
+
+
+def decode_split(images_dir: Path, entries: list[tuple[str, int]], size: int):
+    """Decode one split into uint8 [N, size, size] and int64 [N], in a few threads."""
+    paths = [images_dir / name for name, _ in entries]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(lambda path: load_grey(path, size), paths))
+    images = torch.from_numpy(np.stack(arrays))
+    labels = torch.tensor([label for _, label in entries], dtype=torch.int64)
+    return images, labels
+
+
+def load_list_layout(
+    root: str | os.PathLike, norm_size: int, cache_dir: str | os.PathLike
+) -> Splits:
+    """All three splits of a list-layout folder, decoded once and then read from the cache."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LettersError(f"{root}: data folder not found")
+    images_dir = root / "images"
+    if not images_dir.is_dir():
+        raise LettersError(f"{images_dir}: images folder not found")
+    listings = {split: read_listing(root, split) for split in SPLITS}
+    fingerprint = []
+    for split, entries in listings.items():
+        for name, label in entries:
+            try:
+                stat = (images_dir / name).stat()
+            except OSError:
+                raise LettersError(f"{images_dir / name}: image file not found") from None
+            fingerprint.append((split, name, label, stat.st_size, stat.st_mtime_ns))
+    key = cache_key([str(root.resolve()), norm_size, fingerprint])
+
+    def build() -> Splits:
+        return {
+            split: decode_split(images_dir, entries, norm_size)
+            for split, entries in listings.items()
+        }
+
+    return cached_splits(cache_dir, "list", key, build)
+
+
+def export_list_layout(splits: Splits, out: str | os.PathLike) -> Path:
+    """Write splits of grey uint8 images as PNG files in the list layout (for other tools)."""
+    out = Path(out)
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    number = 0
+    for split in SPLITS:
+        listing = {}
+        images, labels = splits[split]
+        for image, label in zip(images, labels.tolist(), strict=True):
+            number += 1
+            name = f"{number:05d}.png"
+            Image.fromarray(image.numpy(), "L").save(images_dir / name)
+            listing[name] = CLASSES[label]
+        (out / f"{split}.json").write_text(json.dumps(listing, indent=0) + "\n")
+    return out

@@ -1,0 +1,239 @@
+"""Lightning DataModules: each source decodes its splits into tensors once, then serves batches
+by slicing those tensors (no per-item __getitem__, no collate), on whatever device the model is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+from letters.data.cache import Splits, cache_key, cached_splits
+from letters.data.images import CLASSES, resize_grey, to_model_input
+from letters.data.list_layout import SPLITS, load_list_layout
+from letters.errors import LettersError
+
+
+class TensorBatches:
+    """Batches of a split held as two tensors; reshuffled each epoch when ``shuffle``.
+
+    The order of epoch e is a function of (seed, e) alone, so a run resumed from a checkpoint
+    sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: Callable[[], int] | None = None,
+    ) -> None:
+        self.inputs, self.labels = inputs, labels
+        self.batch_size = batch_size
+        self.shuffle, self.seed = shuffle, seed
+        self.epoch = epoch or (lambda: 0)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        inputs, labels = self.inputs, self.labels
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
+            order = torch.randperm(len(labels), generator=generator).to(labels.device)
+            inputs, labels = inputs[order], labels[order]  # one gather per epoch, then views
+        for start in range(0, len(labels), self.batch_size):
+            yield inputs[start : start + self.batch_size], labels[start : start + self.batch_size]
+
+
+class LetterDataModule(pl.LightningDataModule):
+    """Common part of every source: splits as tensors, batching, moving to the device.
+
+    Subclasses implement ``load_grey_splits`` returning grey uint8 images at ``norm_size`` and
+    class indices; everything after that is shared.
+    """
+
+    classes = CLASSES
+
+    def __init__(
+        self,
+        norm_size: int = 32,
+        batch_size: int = 8,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        cache_dir: str = "~/.cache/letters",
+    ) -> None:
+        super().__init__()
+        self.norm_size = norm_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.cache_dir = os.path.expanduser(cache_dir)
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def load_grey_splits(self) -> Splits:
+        raise NotImplementedError
+
+    def prepare(self) -> LetterDataModule:
+        """Decode (or read from the cache) all splits; idempotent, callable outside Lightning."""
+        if not self.splits:
+            grey = self.load_grey_splits()
+            for split in SPLITS:
+                images, labels = grey[split]
+                if len(labels) == 0:
+                    raise LettersError(f"{type(self).__name__}: the {split} split is empty")
+                self.splits[split] = (to_model_input(images), labels)
+        return self
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare()
+
+    def to(self, device: torch.device | str) -> LetterDataModule:
+        """Keep whole splits on the model's device so batches need no host-to-device copy."""
+        self.prepare()
+        self.splits = {
+            name: (inputs.to(device), labels.to(device))
+            for name, (inputs, labels) in self.splits.items()
+        }
+        return self
+
+    @property
+    def input_size(self) -> int:
+        return self.norm_size * self.norm_size
+
+    def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+        self.prepare()
+        inputs, labels = self.splits[split]
+        if not shuffle:
+            return TensorBatches(inputs, labels, self.eval_batch_size)
+        trainer = self.trainer
+        return TensorBatches(
+            inputs,
+            labels,
+            self.batch_size,
+            shuffle=True,
+            seed=self.seed,
+            epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self.batches("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self.batches("validation")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self.batches("test")
+
+    @property
+    def name(self) -> str:
+        """A short name for file names: the source's kind, or the data folder's name."""
+        return type(self).__name__.removesuffix("DataModule").lower()
+
+    def describe(self) -> str:
+        self.prepare()
+        sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in self.splits.items())
+        return f"{type(self).__name__} ({sizes} images, {self.norm_size}x{self.norm_size})"
+
+
+class ListDataModule(LetterDataModule):
+    """The reference's layout on disk: ``data=list data.root=DIR``."""
+
+    def __init__(self, root: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root = root
+
+    @property
+    def name(self) -> str:
+        return Path(self.root).expanduser().resolve().name
+
+    def load_grey_splits(self) -> Splits:
+        return load_list_layout(self.root, self.norm_size, self.cache_dir)
+
+
+class SyntheticDataModule(LetterDataModule):
+    """Letters rendered from the fonts installed with matplotlib: the default, no download."""
+
+    def __init__(
+        self,
+        train_per_class: int = 200,
+        validation_per_class: int = 40,
+        test_per_class: int = 40,
+        image_size: int = 48,
+        data_seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.counts = {
+            "train": train_per_class,
+            "validation": validation_per_class,
+            "test": test_per_class,
+        }
+        self.image_size = image_size
+        self.data_seed = data_seed
+
+    def render(self) -> Splits:
+        """The rendered splits at ``image_size`` (before resizing), cached on disk."""
+        from letters.data import synthetic
+
+        key = cache_key([self.counts, self.image_size, self.data_seed, synthetic.VERSION])
+
+        def build() -> Splits:
+            return {
+                split: synthetic.render_letters(count, self.image_size, self.data_seed * 3 + index)
+                for index, (split, count) in enumerate(self.counts.items())
+            }
+
+        return cached_splits(self.cache_dir, "synthetic", key, build)
+
+    def load_grey_splits(self) -> Splits:
+        return {
+            split: (resize_grey(images, self.norm_size), labels)
+            for split, (images, labels) in self.render().items()
+        }
+
+
+class EmnistDataModule(LetterDataModule):
+    """EMNIST "letters" (handwritten, 28x28) through torchvision; the last tenth of its
+    training set is held out as validation."""
+
+    def __init__(self, root: str = "~/.cache/letters/emnist", download: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.root = os.path.expanduser(root)
+        self.download = download
+
+    def load_split(self, train: bool):
+        from torchvision.datasets import EMNIST
+
+        try:
+            dataset = EMNIST(self.root, split="letters", train=train, download=self.download)
+        except Exception as error:
+            raw = Path(self.root) / "EMNIST" / "raw"
+            raise LettersError(
+                f"{raw}: EMNIST letters not found and could not be downloaded ({error}); "
+                f"on a machine with internet run `python -m letters.train data=emnist` once, or "
+                f"copy the extracted EMNIST gzip files (emnist-letters-*-ubyte) into {raw}"
+            ) from None
+        # EMNIST stores images transposed; labels are 1..26.
+        return dataset.data.transpose(1, 2).contiguous(), dataset.targets.long() - 1
+
+    def load_grey_splits(self) -> Splits:
+        key = cache_key(["emnist", self.root, self.norm_size])
+
+        def build() -> Splits:
+            train_images, train_labels = self.load_split(train=True)
+            test_images, test_labels = self.load_split(train=False)
+            cut = len(train_labels) * 9 // 10
+            return {
+                "train": (resize_grey(train_images[:cut], self.norm_size), train_labels[:cut]),
+                "validation": (resize_grey(train_images[cut:], self.norm_size), train_labels[cut:]),
+                "test": (resize_grey(test_images, self.norm_size), test_labels),
+            }
+
+        return cached_splits(self.cache_dir, "emnist", key, build)

@@ -1,0 +1,39 @@
+"""One clear line for every bad input: the error type the entry points turn into an exit."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+class LettersError(Exception):
+    """A problem with the user's input (data, config, checkpoint, image), stated in one line.
+
+    The message names the file or config key and what is wrong with it; entry points print
+    it without a traceback, because the traceback would only point into our own code.
+    """
+
+
+class ConfigError(LettersError):
+    """A config value is out of range; raised before any data is decoded or training starts."""
+
+
+def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
+    """Print a LettersError as ``error: <message>`` and exit 1, unless HYDRA_FULL_ERROR=1."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except LettersError as error:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    return wrapper
