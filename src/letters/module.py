@@ -1,0 +1,130 @@
+"""The LightningModule: the hand-written MLP and loss, their optimizer, and what gets logged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from letters.autograd import cross_entropy
+from letters.model import MLP
+
+OPTIMIZERS: dict[str, str] = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "adadelta": "Adadelta",
+}
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite; carries where, for the run's record."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"training diverged: non-finite loss at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
+class LetterClassifier(pl.LightningModule):
+    """Everything a checkpoint needs to rebuild the model and its preprocessing is a
+    constructor argument of plain Python types, saved as the checkpoint's hyper-parameters."""
+
+    def __init__(
+        self,
+        norm_size: int = 32,
+        classes: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        hidden_sizes: list[int] | tuple[int, ...] = (32,),
+        activation: str = "relu",
+        init: str = "normal",
+        reduction: str = "sum",
+        optimizer: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        # logger=False: train.py logs the hyper-parameters once, at the end, with real metrics.
+        self.save_hyperparameters(logger=False)
+        self.model = MLP(norm_size * norm_size, len(classes), list(hidden_sizes), activation, init)
+        self.reduction = reduction
+        self.optimizer_config = dict(optimizer or {"name": "sgd", "lr": 5e-4, "momentum": 0.9})
+        self.reset_train_sums()
+        self.reset_eval_sums()
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs)
+
+    # Sums kept as device tensors: nothing in a step waits for the device (no .item()).
+    # Training and evaluation keep separate sums: validation runs inside a training epoch.
+    def reset_train_sums(self) -> None:
+        self.train_loss_sum = torch.zeros((), device=self.device)
+        self.train_seen = 0
+        self.first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+
+    def reset_eval_sums(self) -> None:
+        self.eval_loss_sum = torch.zeros((), device=self.device)
+        self.eval_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.eval_seen = 0
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int):
+        inputs, labels = batch
+        loss = cross_entropy(self.model(inputs), labels, self.reduction)
+        detached = loss.detach()
+        per_sample_sum = detached if self.reduction == "sum" else detached * len(labels)
+        self.train_loss_sum = self.train_loss_sum + per_sample_sum
+        self.train_seen += len(labels)
+        bad = ~torch.isfinite(detached) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, batch_index, self.first_bad_step)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.reset_train_sums()
+
+    def check_finite(self) -> None:
+        """Stop a diverged run before its weights can be validated or checkpointed (one sync)."""
+        step = int(self.first_bad_step)
+        if step >= 0:
+            raise DivergedError(self.current_epoch + 1, step + 1)
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+        if self.train_seen:
+            self.log("train/loss", self.train_loss_sum / self.train_seen)
+
+    def evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        inputs, labels = batch
+        logits = self.model(inputs)
+        self.eval_loss_sum = self.eval_loss_sum + cross_entropy(logits, labels, "sum")
+        self.eval_correct = self.eval_correct + (logits.argmax(dim=1) == labels).sum()
+        self.eval_seen += len(labels)
+
+    def log_evaluation(self, stage: str) -> None:
+        if self.eval_seen:
+            self.log(f"{stage}/loss", self.eval_loss_sum / self.eval_seen)
+            self.log(f"{stage}/acc", self.eval_correct.float() / self.eval_seen)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.training:
+            self.check_finite()
+        self.reset_eval_sums()
+
+    def validation_step(self, batch, batch_index: int) -> None:
+        self.evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.reset_eval_sums()
+
+    def test_step(self, batch, batch_index: int) -> None:
+        self.evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self.log_evaluation("test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        settings = dict(self.optimizer_config)
+        optimizer_class = getattr(torch.optim, OPTIMIZERS[settings.pop("name")])
+        return optimizer_class(self.parameters(), **settings)

@@ -1,0 +1,57 @@
+"""``python -m letters.predict ckpt=PATH images=[a.png,b.jpg]``: one line per image, like
+``a.png: A (0.93)``. A bad image gets its own error line; the others are still predicted."""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+import torch
+from omegaconf import DictConfig, ListConfig
+
+from letters.errors import LettersError, exit_on_user_error
+
+
+def image_paths(cfg: DictConfig) -> list[str]:
+    images = cfg.images
+    if isinstance(images, str):
+        return [images]
+    if isinstance(images, ListConfig) and len(images) > 0:
+        return [str(path) for path in images]
+    raise LettersError(
+        f"images={images!r} must name one image or a list, e.g. images=[a.png,b.jpg]"
+    )
+
+
+def predict(cfg: DictConfig) -> int:
+    """Print a prediction per image; return how many images failed."""
+    from letters.checkpoint import load_classifier
+    from letters.data.images import load_grey, to_model_input
+
+    paths = image_paths(cfg)
+    model = load_classifier(cfg.ckpt, cfg.device)
+    classes = model.hparams.classes
+    failures = 0
+    for path in paths:
+        try:
+            grey = torch.from_numpy(load_grey(path, model.hparams.norm_size))
+        except LettersError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            failures += 1
+            continue
+        with torch.no_grad():
+            probabilities = model(to_model_input(grey).unsqueeze(0).to(cfg.device)).softmax(1)[0]
+        confidence, index = probabilities.max(dim=0)
+        print(f"{path}: {classes[int(index)]} ({float(confidence):.2f})", flush=True)
+    return failures
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    if predict(cfg):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

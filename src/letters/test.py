@@ -1,0 +1,71 @@
+"""``python -m letters.test ckpt=PATH [split=...] [data=...]``: the accuracy of a checkpoint on
+a split, printed and written as JSON beside the run it came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from letters.errors import ConfigError, exit_on_user_error
+
+SPLIT_CHOICES = ("test", "validation", "train")
+
+
+def default_out_dir(ckpt: Path, data_name: str, split: str) -> Path:
+    """``RUN/test/<ckpt name>-<data>-<split>/`` for a checkpoint in ``RUN/checkpoints/``."""
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run_dir / "test" / f"{ckpt.stem}-{data_name}-{split}"
+
+
+def data_for(cfg: DictConfig, model: Any):
+    """The data the user chose, or else the data the checkpoint was trained on."""
+    from hydra.utils import instantiate
+
+    if cfg.get("data") is not None:
+        data_cfg = OmegaConf.merge(cfg.data, {"norm_size": model.hparams.norm_size})
+    else:
+        data_cfg = OmegaConf.create(model.hparams.data)
+    return instantiate(data_cfg).prepare()
+
+
+def test(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.split not in SPLIT_CHOICES:
+        raise ConfigError(f"split={cfg.split!r} is not one of: {', '.join(SPLIT_CHOICES)}")
+    from letters.checkpoint import load_classifier
+    from letters.evaluate import predict_split
+    from letters.files import write_json
+
+    ckpt = Path(cfg.ckpt)
+    model = load_classifier(ckpt, cfg.device)
+    data = data_for(cfg, model)
+    inputs, labels = data.splits[cfg.split]
+    predictions = predict_split(model, inputs, labels)
+    out_dir = Path(cfg.out) if cfg.out else default_out_dir(ckpt, data.name, cfg.split)
+    result = {
+        "ckpt": str(ckpt),
+        "split": cfg.split,
+        "data": data.describe(),
+        "accuracy": predictions.accuracy,
+        "loss": predictions.loss,
+        "count": len(labels),
+    }
+    write_json(out_dir / "metrics.json", result)
+    print(
+        f"{cfg.split} accuracy {100 * result['accuracy']:.2f}% ({result['count']} images, "
+        f"loss {result['loss']:.4f})\nwritten: {out_dir / 'metrics.json'}",
+        flush=True,
+    )
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="test")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    test(cfg)
+
+
+if __name__ == "__main__":
+    main()

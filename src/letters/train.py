@@ -1,0 +1,192 @@
+"""``python -m letters.train [overrides]``: fit one configuration, test its best checkpoint,
+and leave everything a report or a person needs in the run's directory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from letters.errors import exit_on_user_error
+
+log = logging.getLogger("letters.train")
+
+
+def flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """The hyper-parameters a table or the HParams dashboard compares runs by."""
+    return {
+        "optimizer": cfg.optimizer.name,
+        "lr": cfg.lr,
+        "momentum": cfg.optimizer.get("momentum"),
+        "weight_decay": cfg.weight_decay,
+        "hidden_sizes": ",".join(str(size) for size in cfg.hidden_sizes),
+        "activation": cfg.activation,
+        "init": cfg.init,
+        "reduction": cfg.reduction,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "norm_size": cfg.norm_size,
+        "data": cfg.data._target_.rsplit(".", 1)[-1],
+    }
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from letters.checkpoint import AtomicCheckpointIO
+
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if settings.get("enable_progress_bar") is None:
+        settings["enable_progress_bar"] = sys.stderr.isatty()
+    checkpoints = run_dir / "checkpoints"
+    best = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    last = ModelCheckpoint(
+        dirpath=checkpoints,
+        filename="last",
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
+    )
+    trainer = pl.Trainer(
+        **settings,
+        logger=logger,
+        callbacks=[best, last],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=run_dir,
+    )
+    return trainer, best
+
+
+def scalar(metrics: dict[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's advertising and a deprecation warning it raises on itself."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "Tip:" not in record.getMessage()
+    )
+
+
+def train(cfg: DictConfig) -> float:
+    """Fit, test and record one run; return the validation accuracy (what a sweeper maximises)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from letters.config import validate_training
+
+    hydra_cfg = HydraConfig.get()
+    validate_training(cfg, hydra_cfg.overrides.task)
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from letters.files import write_json
+    from letters.module import DivergedError, LetterClassifier
+
+    started = time.perf_counter()
+    quiet_lightning()
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    data = instantiate(cfg.data).prepare()
+    log.info("data: %s", data.describe())
+    model = LetterClassifier(
+        norm_size=cfg.norm_size,
+        classes=data.classes,
+        hidden_sizes=list(cfg.hidden_sizes),
+        activation=cfg.activation,
+        init=cfg.init,
+        reduction=cfg.reduction,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        data=OmegaConf.to_container(cfg.data, resolve=True),
+    )
+    logger = instantiate(cfg.logger)
+    trainer, best = build_trainer(cfg, run_dir, logger)
+    params = flat_params(cfg)
+    record: dict[str, Any] = {"status": "finished", "params": params, "run_dir": str(run_dir)}
+    try:
+        trainer.fit(model, datamodule=data)
+    except DivergedError as error:
+        log.error("%s", error)
+        record.update(status="diverged", diverged_epoch=error.epoch, diverged_step=error.step)
+    if record["status"] == "finished" and cfg.epochs % cfg.val_interval:
+        trainer.validate(model, datamodule=data, verbose=False)  # the last epoch, always
+    record["val_acc"] = scalar(trainer.callback_metrics, "val/acc")
+    record["train_loss"] = scalar(trainer.callback_metrics, "train/loss")
+    record["train_seconds"] = round(time.perf_counter() - started, 2)
+    record["epochs_completed"] = trainer.current_epoch
+    record["best_val_acc"] = None if best.best_model_score is None else float(best.best_model_score)
+    if best.best_model_path:
+        record.update(test_best_checkpoint(model, data, Path(best.best_model_path)))
+        record["best_checkpoint"] = str(Path(best.best_model_path).relative_to(run_dir))
+        logger.log_metrics(
+            {"test/acc": record["test_acc"], "test/loss": record["test_loss"]}, trainer.global_step
+        )
+    else:
+        record["test_acc"] = record["test_loss"] = None
+    record["wall_seconds"] = round(time.perf_counter() - started, 2)
+    hp_metrics = {
+        f"hparams/{key}": record[key]
+        for key in ("val_acc", "best_val_acc", "test_acc", "train_loss")
+        if record[key] is not None
+    }
+    logger.log_hyperparams(params, hp_metrics)
+    logger.finalize("success")
+    write_json(run_dir / "metrics.json", record)
+    print_summary(record, run_dir)
+    return float(record["val_acc"] or 0.0) if record["status"] == "finished" else 0.0
+
+
+def test_best_checkpoint(model: Any, data: Any, path: Path) -> dict[str, float]:
+    """Load the best weights into ``model`` and evaluate them on the test split."""
+    import torch
+
+    from letters.evaluate import predict_split
+
+    state = torch.load(path, map_location=model.device, weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    predictions = predict_split(model.eval(), *data.splits["test"])
+    return {"test_acc": predictions.accuracy, "test_loss": predictions.loss}
+
+
+def print_summary(record: dict[str, Any], run_dir: Path) -> None:
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    lines = [
+        f"{record['status']}: val_acc {percent(record['val_acc'])} (best "
+        f"{percent(record['best_val_acc'])}), test_acc {percent(record['test_acc'])} "
+        f"[best checkpoint], train_loss {record['train_loss'] or float('nan'):.4f}, "
+        f"{record['wall_seconds']:.1f} s",
+        f"outputs: {run_dir}",
+        f"tensorboard --logdir {run_dir}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    main()
