@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from letters.autograd import ACTIVATIONS, REDUCTIONS
 from letters.errors import ConfigError
 from letters.model import INITS
-from letters.module import OPTIMIZERS
+from letters.optimizers import OPTIMIZERS
 
 log = logging.getLogger(__name__)
 

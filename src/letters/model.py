@@ -65,6 +65,8 @@ class MLP(nn.Module):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         sizes = [input_size, *hidden_sizes, output_size]
         layers: list[nn.Module] = []
         for index, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):

@@ -9,15 +9,7 @@ import torch
 
 from letters.autograd import cross_entropy
 from letters.model import MLP
-
-OPTIMIZERS: dict[str, str] = {
-    "sgd": "SGD",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "adagrad": "Adagrad",
-    "rmsprop": "RMSprop",
-    "adadelta": "Adadelta",
-}
+from letters.optimizers import build_optimizer
 
 
 class DivergedError(RuntimeError):
@@ -125,6 +117,4 @@ class LetterClassifier(pl.LightningModule):
         self.log_evaluation("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        settings = dict(self.optimizer_config)
-        optimizer_class = getattr(torch.optim, OPTIMIZERS[settings.pop("name")])
-        return optimizer_class(self.parameters(), **settings)
+        return build_optimizer(self.parameters(), self.optimizer_config)

@@ -167,7 +167,17 @@ def test_best_checkpoint(model: Any, data: Any, path: Path) -> dict[str, float]:
     return {"test_acc": predictions.accuracy, "test_loss": predictions.loss}
 
 
+def shown_path(path: Path) -> Path:
+    """Relative to the working directory when inside it: shorter, and ready to paste."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
 def print_summary(record: dict[str, Any], run_dir: Path) -> None:
+    run_dir = shown_path(run_dir)
+
     def percent(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"
 
