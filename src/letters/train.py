@@ -40,6 +40,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any):
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from letters.callbacks import ValidateLastEpoch
     from letters.checkpoint import AtomicCheckpointIO
 
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -64,7 +65,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any):
     trainer = pl.Trainer(
         **settings,
         logger=logger,
-        callbacks=[best, last],
+        callbacks=[ValidateLastEpoch(), best, last],
         plugins=[AtomicCheckpointIO()],
         default_root_dir=run_dir,
     )
@@ -87,14 +88,38 @@ def quiet_lightning() -> None:
 
 
 def train(cfg: DictConfig) -> float:
-    """Fit, test and record one run; return the validation accuracy (what a sweeper maximises)."""
-    from hydra.core.hydra_config import HydraConfig
+    """Fit, test and record one run; return the validation accuracy (what a sweeper maximises).
 
-    from letters.config import validate_training
+    In a multirun, a job that fails records why in its metrics.json and returns NaN (which
+    Optuna counts as a failed trial) so that the other jobs go on; a single run raises.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
-    validate_training(cfg, hydra_cfg.overrides.task)
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        return fit_and_record(cfg, run_dir, hydra_cfg.overrides.task)
+    except Exception as error:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        from letters.errors import LettersError
+        from letters.files import write_json
+
+        if isinstance(error, LettersError):
+            message = str(error)
+            log.error("error: %s", message)
+        else:
+            message = f"{type(error).__name__}: {error}".splitlines()[0]
+            log.exception("job failed: %s", message)
+        write_json(run_dir / "metrics.json", {"status": "failed", "error": message})
+        return float("nan")
+
+
+def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) -> float:
+    from letters.config import validate_training
+
+    validate_training(cfg, task_overrides)
 
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -104,6 +129,10 @@ def train(cfg: DictConfig) -> float:
 
     started = time.perf_counter()
     quiet_lightning()
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     data = instantiate(cfg.data).prepare()
@@ -127,8 +156,6 @@ def train(cfg: DictConfig) -> float:
     except DivergedError as error:
         log.error("%s", error)
         record.update(status="diverged", diverged_epoch=error.epoch, diverged_step=error.step)
-    if record["status"] == "finished" and cfg.epochs % cfg.val_interval:
-        trainer.validate(model, datamodule=data, verbose=False)  # the last epoch, always
     record["val_acc"] = scalar(trainer.callback_metrics, "val/acc")
     record["train_loss"] = scalar(trainer.callback_metrics, "train/loss")
     record["train_seconds"] = round(time.perf_counter() - started, 2)
@@ -152,7 +179,8 @@ def train(cfg: DictConfig) -> float:
     logger.finalize("success")
     write_json(run_dir / "metrics.json", record)
     print_summary(record, run_dir)
-    return float(record["val_acc"] or 0.0) if record["status"] == "finished" else 0.0
+    finished = record["status"] == "finished" and record["val_acc"] is not None
+    return float(record["val_acc"]) if finished else float("nan")
 
 
 def test_best_checkpoint(model: Any, data: Any, path: Path) -> dict[str, float]:
