@@ -16,6 +16,9 @@ from letters.errors import exit_on_user_error
 
 log = logging.getLogger("letters.train")
 
+# What a failed or diverged run returns to a sweeper: the lowest possible accuracy.
+FAILED_SCORE = 0.0
+
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
     """The hyper-parameters a table or the HParams dashboard compares runs by."""
@@ -90,8 +93,10 @@ def quiet_lightning() -> None:
 def train(cfg: DictConfig) -> float:
     """Fit, test and record one run; return the validation accuracy (what a sweeper maximises).
 
-    In a multirun, a job that fails records why in its metrics.json and returns NaN (which
-    Optuna counts as a failed trial) so that the other jobs go on; a single run raises.
+    In a multirun, a job that fails records why in its metrics.json and returns 0.0 so that
+    the other jobs go on; a single run raises. A failed or diverged run scores 0.0, the lowest
+    accuracy, rather than NaN: the Optuna sweeper ends the whole study on a NaN, while 0.0
+    lets it go on and steer away from that region.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -113,7 +118,7 @@ def train(cfg: DictConfig) -> float:
             message = f"{type(error).__name__}: {error}".splitlines()[0]
             log.exception("job failed: %s", message)
         write_json(run_dir / "metrics.json", {"status": "failed", "error": message})
-        return float("nan")
+        return FAILED_SCORE
 
 
 def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) -> float:
@@ -180,7 +185,7 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     write_json(run_dir / "metrics.json", record)
     print_summary(record, run_dir)
     finished = record["status"] == "finished" and record["val_acc"] is not None
-    return float(record["val_acc"]) if finished else float("nan")
+    return float(record["val_acc"]) if finished else FAILED_SCORE
 
 
 def test_best_checkpoint(model: Any, data: Any, path: Path) -> dict[str, float]:
@@ -209,10 +214,12 @@ def print_summary(record: dict[str, Any], run_dir: Path) -> None:
     def percent(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"
 
+    loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
+
     lines = [
         f"{record['status']}: val_acc {percent(record['val_acc'])} (best "
         f"{percent(record['best_val_acc'])}), test_acc {percent(record['test_acc'])} "
-        f"[best checkpoint], train_loss {record['train_loss'] or float('nan'):.4f}, "
+        f"[best checkpoint], train_loss {loss}, "
         f"{record['wall_seconds']:.1f} s",
         f"outputs: {run_dir}",
         f"tensorboard --logdir {run_dir}",
