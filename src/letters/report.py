@@ -25,7 +25,7 @@ from letters.errors import LettersError, exit_on_user_error
 from letters.files import write_atomically, write_json
 
 REPLICATE_KEYS = ("seed",)
-METRICS = (("val_acc", "val acc (last epoch)"), ("test_acc", "test acc"))
+METRICS = (("val_acc", "val acc (last epoch)"), ("test_acc", "test acc"))  # key, column title
 
 
 @dataclass
@@ -212,7 +212,7 @@ def plot(path: Path, groups: list[Group], keys: list[str], title: str) -> None:
         axes.set_xticks(positions, labels, rotation=30 if len(labels) > 4 else 0, ha="right")
     axes.set_xlabel(", ".join(keys) or "setting")
     axes.set_ylabel("accuracy (%)")
-    axes.set_title(title, fontsize=10)
+    axes.set_title(f"{title}: mean ± 1 std over seeds", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
