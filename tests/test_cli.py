@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import run_cli
 
-TINY = ["epochs=2", "val_interval=1", "batch_size=16"]
+TINY = ["epochs=2", "val_interval=1", "batch_size=16", "pictures=false"]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,8 @@ def test_tensorboard_has_losses_accuracies_and_hparams(trained_run: Path) -> Non
 
 
 def test_test_command_reproduces_the_runs_test_accuracy(trained_run: Path, list_dataset) -> None:
-    result = run_cli("test", f"ckpt={trained_run / 'checkpoints' / 'best.ckpt'}", cwd=trained_run)
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    result = run_cli("test", f"ckpt={ckpt}", "pictures=false", cwd=trained_run)
     out_dir = trained_run / "test" / f"best-{list_dataset.name}-test"
     written = json.loads((out_dir / "metrics.json").read_text())
     metrics = json.loads((trained_run / "metrics.json").read_text())
@@ -64,7 +65,7 @@ def test_test_command_reproduces_the_runs_test_accuracy(trained_run: Path, list_
 
 def test_test_command_other_split(trained_run: Path, list_dataset: Path) -> None:
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    run_cli("test", f"ckpt={ckpt}", "split=validation", cwd=trained_run)
+    run_cli("test", f"ckpt={ckpt}", "split=validation", "pictures=false", cwd=trained_run)
     out_dir = trained_run / "test" / f"best-{list_dataset.name}-validation"
     written = json.loads((out_dir / "metrics.json").read_text())
     assert written["count"] == 26 * 2 and written["split"] == "validation"

@@ -20,6 +20,7 @@ SMALL = [
     "epochs=2",
     "val_interval=1",
     "batch_size=16",
+    "pictures=false",
 ]
 
 
@@ -48,6 +49,7 @@ def seeded_sweep(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
         "val_interval=1",
         "momentum=0.9,0.95",
         "seed=1,2",
+        "pictures=false",
         cwd=work,
     )
     sweep = only_sweep(work)

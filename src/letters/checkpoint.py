@@ -42,6 +42,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         model = LetterClassifier(**checkpoint["hyper_parameters"])
         model.load_state_dict(checkpoint["state_dict"])
+        model.on_load_checkpoint(checkpoint)
     except (TypeError, ValueError, RuntimeError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0][:200]
         raise LettersError(f"{path}: not a letters checkpoint ({first_line})") from None

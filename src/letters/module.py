@@ -43,6 +43,14 @@ class LetterClassifier(pl.LightningModule):
         self.optimizer_config = dict(optimizer or {"name": "sgd", "lr": 5e-4, "momentum": 0.9})
         self.reset_train_sums()
         self.reset_eval_sums()
+        # Per-epoch values for the learning-curve picture; saved in checkpoints, so a resumed
+        # run and letters.test draw the whole curve.
+        self.history: dict[str, list[float]] = {
+            "epoch": [],
+            "train_loss": [],
+            "val_epoch": [],
+            "val_acc": [],
+        }
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.model(inputs)
@@ -82,7 +90,10 @@ class LetterClassifier(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.check_finite()
         if self.train_seen:
-            self.log("train/loss", self.train_loss_sum / self.train_seen)
+            loss = self.train_loss_sum / self.train_seen
+            self.log("train/loss", loss)
+            self.history["epoch"].append(self.current_epoch + 1)
+            self.history["train_loss"].append(float(loss))
 
     def evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         inputs, labels = batch
@@ -106,6 +117,15 @@ class LetterClassifier(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log_evaluation("val")
+        if self.trainer.state.fn == "fit" and self.eval_seen:
+            self.history["val_epoch"].append(self.current_epoch + 1)
+            self.history["val_acc"].append(float(self.eval_correct) / self.eval_seen)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = checkpoint.get("history", self.history)
 
     def on_test_epoch_start(self) -> None:
         self.reset_eval_sums()

@@ -32,6 +32,7 @@ def predict(cfg: DictConfig) -> int:
     model = load_classifier(cfg.ckpt, cfg.device)
     classes = model.hparams.classes
     failures = 0
+    shown: list[tuple[str, object, torch.Tensor]] = []
     for path in paths:
         try:
             grey = torch.from_numpy(load_grey(path, model.hparams.norm_size))
@@ -43,6 +44,14 @@ def predict(cfg: DictConfig) -> int:
             probabilities = model(to_model_input(grey).unsqueeze(0).to(cfg.device)).softmax(1)[0]
         confidence, index = probabilities.max(dim=0)
         print(f"{path}: {classes[int(index)]} ({float(confidence):.2f})", flush=True)
+        if cfg.annotate:  # shown larger than the model's input, for a person to read
+            shown.append((path, load_grey(path, 96), probabilities.cpu()))
+    if cfg.annotate and shown:
+        from letters.plots import annotated_predictions, save_figure
+
+        names, images, probabilities = zip(*shown, strict=True)
+        figure = annotated_predictions(images, names, torch.stack(probabilities), classes)
+        print(f"annotated: {save_figure(figure, cfg.annotate)}", flush=True)
     return failures
 
 

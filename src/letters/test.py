@@ -58,6 +58,24 @@ def test(cfg: DictConfig) -> dict[str, Any]:
         f"loss {result['loss']:.4f})\nwritten: {out_dir / 'metrics.json'}",
         flush=True,
     )
+    if cfg.pictures:
+        from torch.utils.tensorboard import SummaryWriter
+
+        from letters.plots import evaluation_pictures
+
+        with SummaryWriter(str(out_dir / "tensorboard")) as writer:
+            evaluation_pictures(
+                out_dir,
+                inputs,
+                labels,
+                predictions.logits,
+                model.hparams.classes,
+                model.hparams.norm_size,
+                title=f"{data.name} {cfg.split} split, {ckpt.name}",
+                history=model.history,
+                writer=writer,
+            )
+        print(f"pictures: {out_dir}/*.png\ntensorboard --logdir {out_dir / 'tensorboard'}")
     return result
 
 

@@ -167,11 +167,27 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     record["epochs_completed"] = trainer.current_epoch
     record["best_val_acc"] = None if best.best_model_score is None else float(best.best_model_score)
     if best.best_model_path:
-        record.update(test_best_checkpoint(model, data, Path(best.best_model_path)))
+        predictions = test_best_checkpoint(model, data, Path(best.best_model_path))
+        record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
         record["best_checkpoint"] = str(Path(best.best_model_path).relative_to(run_dir))
         logger.log_metrics(
             {"test/acc": record["test_acc"], "test/loss": record["test_loss"]}, trainer.global_step
         )
+        if cfg.pictures:
+            from letters.plots import evaluation_pictures
+
+            evaluation_pictures(
+                run_dir / "pictures",
+                *data.splits["test"],
+                predictions.logits,
+                data.classes,
+                cfg.norm_size,
+                title="test split, best checkpoint",
+                history=model.history,
+                writer=logger.experiment,
+                step=trainer.global_step,
+                seed=cfg.seed,
+            )
     else:
         record["test_acc"] = record["test_loss"] = None
     record["wall_seconds"] = round(time.perf_counter() - started, 2)
@@ -188,16 +204,15 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     return float(record["val_acc"]) if finished else FAILED_SCORE
 
 
-def test_best_checkpoint(model: Any, data: Any, path: Path) -> dict[str, float]:
-    """Load the best weights into ``model`` and evaluate them on the test split."""
+def test_best_checkpoint(model: Any, data: Any, path: Path) -> Any:
+    """Load the best weights into ``model`` and predict the test split with them."""
     import torch
 
     from letters.evaluate import predict_split
 
     state = torch.load(path, map_location=model.device, weights_only=True)["state_dict"]
     model.load_state_dict(state)
-    predictions = predict_split(model.eval(), *data.splits["test"])
-    return {"test_acc": predictions.accuracy, "test_loss": predictions.loss}
+    return predict_split(model.eval(), *data.splits["test"])
 
 
 def shown_path(path: Path) -> Path:
