@@ -59,7 +59,7 @@ class Sigmoid(torch.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, grad_out: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return grad_out * y * (1 - y)
+        return (1 - y).mul_(y).mul_(grad_out)
 
 
 class Tanh(torch.autograd.Function):
@@ -74,7 +74,7 @@ class Tanh(torch.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, grad_out: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return grad_out * (1 - y * y)
+        return (y * y).neg_().add_(1).mul_(grad_out)
 
 
 class ReLU(torch.autograd.Function):
@@ -89,14 +89,18 @@ class ReLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx: FunctionCtx, grad_out: torch.Tensor):
         (y,) = ctx.saved_tensors
-        return grad_out * (y > 0).to(grad_out.dtype)
+        # y >= 0, so sign(y) is exactly [y > 0]; float arithmetic is several times faster
+        # here than a comparison and a mask.
+        return y.sign().mul_(grad_out)
 
 
 class CrossEntropy(torch.autograd.Function):
     """Softmax cross-entropy on logits z [batch, classes] against integer labels [batch].
 
-    loss_i = logsumexp(z_i) - z_i[label_i], computed with the row maximum subtracted so that
-    logits of +-1e4 stay finite. dloss_i/dz_i = softmax(z_i) - onehot(label_i).
+    loss_i = -log q_i[label_i] with q_i = softmax(z_i). PyTorch's fused log-softmax and softmax
+    kernels compute log q and q with the row maximum subtracted (logits of +-1e4 stay finite),
+    several times faster on small batches than composing the same steps from exp, sum and log.
+    The gradient is ours: dloss_i/dz_i = q_i - onehot(label_i).
 
     ``reduction`` picks the objective, and the backward matches it: "mean" divides the
     gradient by the batch size, "sum" does not. The reference's forward printed the mean but
@@ -109,24 +113,19 @@ class CrossEntropy(torch.autograd.Function):
     ):
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        shifted = logits - logits.amax(dim=1, keepdim=True)
-        log_norm = shifted.exp().sum(dim=1, keepdim=True).log()
-        log_probs = shifted - log_norm
-        losses = -log_probs.gather(1, labels.unsqueeze(1)).squeeze(1)
-        ctx.save_for_backward(log_probs, labels)
+        index = labels.unsqueeze(1)
+        total = -logits.log_softmax(dim=1).gather(1, index).sum()
+        ctx.save_for_backward(logits, index)
         ctx.reduction = reduction
-        return losses.sum() if reduction == "sum" else losses.mean()
+        return total if reduction == "sum" else total / logits.shape[0]
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad_out: torch.Tensor):
-        log_probs, labels = ctx.saved_tensors
-        grad = log_probs.exp()
-        grad.scatter_add_(
-            1, labels.unsqueeze(1), torch.full_like(grad[:, :1], -1.0)
-        )  # q - onehot(label)
-        if ctx.reduction == "mean":
-            grad = grad / log_probs.shape[0]
-        return grad * grad_out, None, None
+        logits, index = ctx.saved_tensors
+        scale = grad_out if ctx.reduction == "sum" else grad_out / logits.shape[0]
+        grad = logits.softmax(dim=1).mul_(scale)  # q, scaled
+        grad.scatter_add_(1, index, scale.neg().expand(index.shape))  # minus onehot, scaled
+        return grad, None, None
 
 
 ACTIVATIONS: dict[str, type[torch.autograd.Function]] = {

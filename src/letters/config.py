@@ -73,7 +73,7 @@ def validate_training(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> No
     number(cfg, "lr", low=0, low_inclusive=False)
     number(cfg, "momentum", low=0, low_inclusive=True, high=1)
     number(cfg, "weight_decay", low=0, low_inclusive=True)
-    for key in ("epochs", "batch_size", "val_interval", "norm_size"):
+    for key in ("epochs", "batch_size", "val_interval", "norm_size", "steps_per_call"):
         number(cfg, key, low=1, low_inclusive=True, integer=True)
     number(cfg, "seed", low=0, low_inclusive=True, integer=True)
     if "momentum" not in optimizer and any(o.startswith("momentum=") for o in task_overrides):

@@ -151,6 +151,7 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
         reduction=cfg.reduction,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         data=OmegaConf.to_container(cfg.data, resolve=True),
+        batch_size=cfg.batch_size,
     )
     logger = instantiate(cfg.logger)
     trainer, best = build_trainer(cfg, run_dir, logger)

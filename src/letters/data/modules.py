@@ -47,7 +47,9 @@ class TensorBatches:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
             order = torch.randperm(len(labels), generator=generator).to(labels.device)
-            inputs, labels = inputs[order], labels[order]  # one gather per epoch, then views
+            # One gather per epoch, then views; index_select is several times faster here
+            # than advanced indexing (inputs[order]).
+            inputs, labels = inputs.index_select(0, order), labels.index_select(0, order)
         for start in range(0, len(labels), self.batch_size):
             yield inputs[start : start + self.batch_size], labels[start : start + self.batch_size]
 
@@ -68,10 +70,13 @@ class LetterDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1024,
         seed: int = 0,
         cache_dir: str = "~/.cache/letters",
+        steps_per_call: int = 1,
     ) -> None:
         super().__init__()
         self.norm_size = norm_size
         self.batch_size = batch_size
+        # Training chunks hold this many mini-batches; LetterClassifier steps through them.
+        self.steps_per_call = steps_per_call
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.cache_dir = os.path.expanduser(cache_dir)
@@ -116,7 +121,7 @@ class LetterDataModule(pl.LightningDataModule):
         return TensorBatches(
             inputs,
             labels,
-            self.batch_size,
+            self.batch_size * self.steps_per_call,
             shuffle=True,
             seed=self.seed,
             epoch=(lambda: trainer.current_epoch) if trainer is not None else None,

@@ -1,0 +1,268 @@
+"""Speed of letters against a plain PyTorch loop, on the same data, model and recipe.
+
+    python scripts/benchmark.py [--data DIR] [--device cpu|cuda] [--repetitions 5] [--epochs 3]
+
+Alternates repetitions of (a) a minimal PyTorch loop with nn.Linear and F.cross_entropy,
+(b) the same loop on letters.autograd's Functions, (c) letters' LightningModule and Trainer as
+letters.train configures them; prints per-step and per-epoch times (median and spread over
+repetitions) and the ratios b/a and c/a, at batch sizes 8 and 256. Then times whole processes:
+`python -m letters.train` with the reference recipe (start-up included), its start-up up to the
+first training step, and `python -m letters.train --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "scene-letters"
+
+
+def load_data(root: Path | None, cache_dir: str):
+    """The training split as one tensor, decoded as letters.train decodes it."""
+    from letters.data import ListDataModule, SyntheticDataModule
+
+    if root is not None and root.is_dir():
+        data = ListDataModule(root=str(root), cache_dir=cache_dir)
+    else:
+        data = SyntheticDataModule(cache_dir=cache_dir)
+    return data.prepare()
+
+
+def plain_model(hidden: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(1024, hidden), nn.ReLU(), nn.Linear(hidden, 26))
+
+
+def letters_model(hidden: int) -> nn.Module:
+    from letters.model import MLP
+
+    return MLP(1024, 26, [hidden], "relu", "normal")
+
+
+def loop_epochs(model, loss_fn, inputs, labels, batch_size, epochs, device) -> list[float]:
+    """A minimal training loop: the whole split on the device, one permutation per epoch."""
+    model = model.to(device)
+    inputs, labels = inputs.to(device), labels.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=5e-4, momentum=0.9)
+    times = []
+    for epoch in range(epochs):
+        synchronize(device)
+        start = time.perf_counter()
+        generator = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        shuffled_inputs, shuffled_labels = inputs.index_select(0, order), labels[order]
+        for first in range(0, len(labels), batch_size):
+            x = shuffled_inputs[first : first + batch_size]
+            y = shuffled_labels[first : first + batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def lightning_epochs(data, batch_size, epochs, device) -> list[float]:
+    """letters' LightningModule and Trainer, configured by letters.train's own code."""
+    import logging
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from letters.module import LetterClassifier
+    from letters.train import build_trainer, quiet_lightning
+
+    quiet_lightning()
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    run_dir = Path(tempfile.mkdtemp(prefix="letters-benchmark-"))
+    overrides = [
+        f"batch_size={batch_size}",
+        f"epochs={epochs}",
+        f"val_interval={epochs + 1}",
+        "hidden_sizes=[64]",
+        f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    with initialize_config_dir(str(REPOSITORY / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    data.batch_size, data.steps_per_call = batch_size, cfg.steps_per_call
+    model = LetterClassifier(
+        norm_size=32,
+        hidden_sizes=[64],
+        batch_size=batch_size,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+    )
+    cfg.logger.save_dir = str(run_dir)
+    trainer, _ = build_trainer(cfg, run_dir, instantiate(cfg.logger))
+    timer = EpochTimer(device)
+    trainer.callbacks.append(timer)
+    trainer.fit(model, datamodule=data)
+    return timer.times
+
+
+def make_epoch_timer():
+    import pytorch_lightning as pl
+
+    class EpochTimer(pl.Callback):
+        """Wall time of each training epoch, from its start to its end (validation excluded)."""
+
+        def __init__(self, device: str) -> None:
+            self.device, self.times, self.start = device, [], 0.0
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            synchronize(self.device)
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            synchronize(self.device)
+            self.times.append(time.perf_counter() - self.start)
+
+    return EpochTimer
+
+
+def process_seconds(arguments: list[str], cwd: Path, marker: str | None = None) -> float:
+    """Wall time of a whole process, or up to the first line containing ``marker``."""
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, *arguments],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    elapsed = None
+    for line in process.stdout:
+        if marker and elapsed is None and marker in line:
+            elapsed = time.perf_counter() - start
+    process.wait()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(arguments)} failed with exit status {process.returncode}")
+    return elapsed if elapsed is not None else time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repetitions", type=int, default=7)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-sizes", default="8,256")
+    parser.add_argument("--skip-processes", action="store_true")
+    args = parser.parse_args()
+
+    global EpochTimer
+    EpochTimer = make_epoch_timer()
+    cache_dir = os.environ.get("LETTERS_CACHE_DIR", "~/.cache/letters")
+    data = load_data(args.data, cache_dir)
+    inputs, labels = data.splits["train"]
+    print(
+        f"data: {data.describe()}; device {args.device}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; model 1024-64-26, SGD lr 5e-4 momentum 0.9"
+    )
+    from letters.autograd import cross_entropy
+
+    def plain_loss(logits, targets):
+        return F.cross_entropy(logits, targets, reduction="sum")
+
+    def letters_loss(logits, targets):
+        return cross_entropy(logits, targets, "sum")
+
+    names = {"a": "plain PyTorch loop", "b": "loop on letters.autograd", "c": "letters Lightning"}
+    for batch_size in (int(size) for size in args.batch_sizes.split(",")):
+        steps = -(-len(labels) // batch_size)
+        # Per repetition, the median epoch of each variant; a, b and c of one repetition run
+        # back to back, so their ratios are paired and insensitive to slow drifts of the host.
+        per_repetition: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+        for repetition in range(args.repetitions):
+            torch.manual_seed(repetition)
+            times = {
+                "a": loop_epochs(
+                    plain_model(64),
+                    plain_loss,
+                    inputs,
+                    labels,
+                    batch_size,
+                    args.epochs,
+                    args.device,
+                ),
+                "b": loop_epochs(
+                    letters_model(64),
+                    letters_loss,
+                    inputs,
+                    labels,
+                    batch_size,
+                    args.epochs,
+                    args.device,
+                ),
+                "c": lightning_epochs(data, batch_size, args.epochs, args.device),
+            }
+            for key, epoch_times in times.items():
+                per_repetition[key].append(statistics.median(epoch_times))
+        print(
+            f"\nbatch size {batch_size}: {steps} steps per epoch, {args.repetitions} repetitions"
+            f" x {args.epochs} epochs; median over repetitions (min-max)"
+        )
+        for key, times in per_repetition.items():
+            median = statistics.median(times)
+            print(
+                f"  ({key}) {names[key]:<26} {1000 * median / steps:7.3f} ms/step "
+                f"({1000 * min(times) / steps:.3f}-{1000 * max(times) / steps:.3f}), "
+                f"{median:7.3f} s/epoch"
+            )
+        for top in ("b", "c"):
+            ratios = [t / a for t, a in zip(per_repetition[top], per_repetition["a"], strict=True)]
+            print(
+                f"  {top}/a = {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
+            )
+
+    if args.skip_processes or not args.data.is_dir():
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        train = [
+            "-m",
+            "letters.train",
+            "data=list",
+            f"data.root={args.data.resolve()}",
+            "pictures=false",
+            "trainer.enable_progress_bar=false",
+        ]
+        help_seconds = [process_seconds(["-m", "letters.train", "--help"], work) for _ in range(3)]
+        first_step = [
+            process_seconds([*train, "epochs=1"], work, marker="training starts") for _ in range(3)
+        ]
+        whole = process_seconds(train, work)
+    print(
+        f"\n`python -m letters.train --help`: {statistics.median(help_seconds):.2f} s (median of 3)"
+    )
+    print(
+        f"start of `python -m letters.train` to its first training step: "
+        f"{statistics.median(first_step):.2f} s (median of 3, data cached)"
+    )
+    print(f"`python -m letters.train data=list` reference recipe, whole process: {whole:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
