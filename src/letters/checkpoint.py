@@ -23,22 +23,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         write_atomically(path, lambda handle: torch.save(checkpoint, handle))
 
 
-def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a LetterClassifier from a letters checkpoint alone (weights and preprocessing)."""
-    from letters.module import LetterClassifier
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """A letters checkpoint's contents, or one clear line for a missing, damaged or foreign one.
 
+    weights_only: a checkpoint is data, and loading one must not run code from it.
+    """
     path = Path(path)
     if not path.is_file():
         raise LettersError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:
+    except Exception as error:  # truncated, corrupt or not a torch file at all
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise LettersError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
         checkpoint
     ):
         raise LettersError(f"{path}: not a letters checkpoint (no state_dict/hyper_parameters)")
+    return checkpoint
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a LetterClassifier from a letters checkpoint alone (weights and preprocessing)."""
+    from letters.module import LetterClassifier
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path, device)
     try:
         model = LetterClassifier(**checkpoint["hyper_parameters"])
         model.load_state_dict(checkpoint["state_dict"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from letters.errors import LettersError, exit_on_user_error
+from letters.entry import hydra_command
+from letters.errors import LettersError
 
 
 def image_paths(cfg: DictConfig) -> list[str]:
@@ -55,11 +55,12 @@ def predict(cfg: DictConfig) -> int:
     return failures
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="predict")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
+def predict_command(cfg: DictConfig) -> None:
     if predict(cfg):
         sys.exit(1)
+
+
+main = hydra_command("predict", predict_command)
 
 
 if __name__ == "__main__":

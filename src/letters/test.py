@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from letters.errors import ConfigError, exit_on_user_error
+from letters.entry import hydra_command
+from letters.errors import ConfigError
 
 SPLIT_CHOICES = ("test", "validation", "train")
 
@@ -79,10 +79,7 @@ def test(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="test")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    test(cfg)
+main = hydra_command("test", test)
 
 
 if __name__ == "__main__":

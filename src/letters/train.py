@@ -9,15 +9,56 @@ import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from letters.errors import exit_on_user_error
+from letters.entry import hydra_command
 
 log = logging.getLogger("letters.train")
 
 # What a failed or diverged run returns to a sweeper: the lowest possible accuracy.
 FAILED_SCORE = 0.0
+
+
+def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
+    """hydra.run.dir: a resumed run finishes in its own directory, a new run gets a new one."""
+    if not resume:
+        return new_run_dir
+    path = Path(resume)
+    return str(path.parent.parent if path.suffix == ".ckpt" else path)
+
+
+OmegaConf.register_new_resolver("letters_run_dir", resumed_run_dir, replace=True)
+OmegaConf.register_new_resolver(
+    "letters_if_resuming", lambda resume, yes, no: yes if resume else no, replace=True
+)
+
+
+def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) -> DictConfig:
+    """The interrupted run's own config, with ``resume`` pointing at its last checkpoint.
+
+    Only ``epochs`` may change (to train a finished run further): anything else would make
+    the directory hold a run that no config describes.
+    """
+    from letters.errors import ConfigError, LettersError
+
+    others = [o for o in task_overrides if not o.startswith(("resume=", "epochs="))]
+    if others:
+        raise ConfigError(
+            f"resume={cfg.resume}: a resumed run keeps its configuration; only epochs= may "
+            f"change (got {' '.join(others)})"
+        )
+    saved = run_dir / "config.yaml"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    if Path(cfg.resume).suffix == ".ckpt":
+        checkpoint = Path(cfg.resume)
+    for path in (saved, checkpoint):
+        if not path.is_file():
+            raise LettersError(f"{path}: not found, so {cfg.resume} cannot be resumed")
+    resumed = OmegaConf.load(saved)
+    resumed.resume = str(checkpoint)
+    if any(o.startswith("epochs=") for o in task_overrides):
+        resumed.epochs = resumed.trainer.max_epochs = cfg.epochs
+    return resumed
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -99,14 +140,16 @@ def train(cfg: DictConfig) -> float:
     lets it go on and steer away from that region.
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    task_overrides = list(hydra_cfg.overrides.task)
     try:
-        return fit_and_record(cfg, run_dir, hydra_cfg.overrides.task)
+        if cfg.get("resume"):
+            cfg, task_overrides = resumed_config(cfg, run_dir, task_overrides), []
+        return fit_and_record(cfg, run_dir, task_overrides)
     except Exception as error:
-        if hydra_cfg.mode != RunMode.MULTIRUN:
+        if not multirun():
             raise
         from letters.errors import LettersError
         from letters.files import write_json
@@ -129,6 +172,7 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
+    from letters.checkpoint import read_checkpoint
     from letters.files import write_json
     from letters.module import DivergedError, LetterClassifier
 
@@ -157,13 +201,18 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     trainer, best = build_trainer(cfg, run_dir, logger)
     params = flat_params(cfg)
     record: dict[str, Any] = {"status": "finished", "params": params, "run_dir": str(run_dir)}
+    if cfg.resume:
+        read_checkpoint(cfg.resume)  # one clear line if it is damaged, before Lightning reads it
+        log.info("resuming from %s", cfg.resume)
     try:
-        trainer.fit(model, datamodule=data)
+        trainer.fit(model, datamodule=data, ckpt_path=cfg.resume or None)
     except DivergedError as error:
         log.error("%s", error)
         record.update(status="diverged", diverged_epoch=error.epoch, diverged_step=error.step)
-    record["val_acc"] = scalar(trainer.callback_metrics, "val/acc")
-    record["train_loss"] = scalar(trainer.callback_metrics, "train/loss")
+    # From the history, which a resumed run restores, rather than this process's last logs.
+    history = model.history
+    record["val_acc"] = history["val_acc"][-1] if history["val_acc"] else None
+    record["train_loss"] = history["train_loss"][-1] if history["train_loss"] else None
     record["train_seconds"] = round(time.perf_counter() - started, 2)
     record["epochs_completed"] = trainer.current_epoch
     record["best_val_acc"] = None if best.best_model_score is None else float(best.best_model_score)
@@ -201,6 +250,13 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     logger.finalize("success")
     write_json(run_dir / "metrics.json", record)
     print_summary(record, run_dir)
+    if record["status"] == "diverged" and not multirun():
+        from letters.errors import LettersError
+
+        raise LettersError(
+            f"training diverged (non-finite loss at epoch {record['diverged_epoch']}, step "
+            f"{record['diverged_step']}); {shown_path(run_dir)}/metrics.json records it"
+        )
     finished = record["status"] == "finished" and record["val_acc"] is not None
     return float(record["val_acc"]) if finished else FAILED_SCORE
 
@@ -214,6 +270,13 @@ def test_best_checkpoint(model: Any, data: Any, path: Path) -> Any:
     state = torch.load(path, map_location=model.device, weights_only=True)["state_dict"]
     model.load_state_dict(state)
     return predict_split(model.eval(), *data.splits["test"])
+
+
+def multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def shown_path(path: Path) -> Path:
@@ -243,10 +306,7 @@ def print_summary(record: dict[str, Any], run_dir: Path) -> None:
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-@exit_on_user_error
-def main(cfg: DictConfig) -> float:
-    return train(cfg)
+main = hydra_command("train", train)
 
 
 if __name__ == "__main__":

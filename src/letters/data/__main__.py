@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from letters.entry import CONF_DIR
 from letters.errors import exit_on_user_error
-
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 @exit_on_user_error

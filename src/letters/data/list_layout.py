@@ -26,7 +26,10 @@ def read_listing(root: Path, split: str) -> list[tuple[str, int]]:
     """(file name, class index) pairs of one split, validated."""
     path = root / f"{split}.json"
     if not path.is_file():
-        raise LettersError(f"{path}: split file not found (the list layout needs {SPLITS})")
+        raise LettersError(
+            f"{path}: split file not found (the list layout needs train.json, validation.json "
+            "and test.json)"
+        )
     try:
         listing = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -1,0 +1,281 @@
+"""Whatever users feed it, it ends with one clear line and loses nothing: bad data, bad
+config, divergence, a killed run resumed, repeated runs, damaged checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+
+FAST = ["epochs=1", "pictures=false", "batch_size=16"]
+
+
+def first_image(root: Path, split: str = "train") -> Path:
+    return root / "images" / next(iter(json.loads((root / f"{split}.json").read_text())))
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+DATA_CASES: list[tuple[str, Callable[[Path], None], str]] = [
+    (
+        "no images folder",
+        lambda r: shutil.rmtree(r / "images"),
+        "{r}/images: images folder not found",
+    ),
+    (
+        "no split file",
+        lambda r: (r / "test.json").unlink(),
+        "{r}/test.json: split file not found (the list layout needs train.json, validation.json",
+    ),
+    (
+        "malformed json",
+        lambda r: (r / "train.json").write_text('{"a.png": "A",'),
+        "{r}/train.json: not valid JSON",
+    ),
+    (
+        "json not a mapping",
+        lambda r: (r / "train.json").write_text('["a.png"]'),
+        "{r}/train.json: expected an object mapping image names to letters",
+    ),
+    ("missing image", lambda r: first_image(r).unlink(), "{img}: image file not found"),
+    ("truncated image", lambda r: truncate(first_image(r)), "{img}: cannot read image"),
+    ("empty image", lambda r: first_image(r).write_bytes(b""), "{img}: not an image"),
+    ("not an image", lambda r: first_image(r).write_text("hello"), "{img}: not an image"),
+    (
+        "label not a letter",
+        lambda r: (r / "validation.json").write_text('{"x.png": "7"}'),
+        "{r}/validation.json: x.png: label '7' is not a single letter A-Z",
+    ),
+    (
+        "empty split",
+        lambda r: (r / "validation.json").write_text("{}"),
+        "{r}/validation.json: the validation split is empty",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "breakage", "message"), DATA_CASES, ids=[c[0] for c in DATA_CASES]
+)
+def test_bad_data_ends_in_one_line(list_dataset, tmp_path, cache_dir, case, breakage, message):
+    root = tmp_path / "data"
+    shutil.copytree(list_dataset, root)
+    image = first_image(root)
+    breakage(root)
+    result = run_cli("train", "data=list", f"data.root={root}", *FAST, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: " + message.format(r=root, img=image)), last
+    assert not (cache_dir.exists() and any(cache_dir.iterdir())), "a partial cache was left"
+    assert not list((tmp_path / "outputs").rglob("*.ckpt"))
+
+
+def test_unusual_images_work(list_dataset: Path, tmp_path: Path, cache_dir: Path) -> None:
+    """RGBA, palette, 16-bit grey, CMYK, 1x1 and 3000x2000 images are read, not refused."""
+    root = tmp_path / "data"
+    shutil.copytree(list_dataset, root)
+    names = list(json.loads((root / "train.json").read_text()))
+    source = Image.open(root / "images" / names[0]).convert("RGB")
+    source.convert("RGBA").save(root / "images" / names[1], format="PNG")
+    source.convert("P").save(root / "images" / names[2], format="PNG")
+    source.convert("I;16").save(root / "images" / names[3], format="PNG")
+    source.convert("CMYK").save(root / "images" / names[4], format="JPEG")
+    source.resize((1, 1)).save(root / "images" / names[5], format="PNG")
+    source.resize((3000, 2000)).save(root / "images" / names[6], format="PNG")
+    run_cli("train", "data=list", f"data.root={root}", *FAST, cwd=tmp_path)
+
+
+CONFIG_CASES = [
+    (
+        "optimizer=adamm",
+        "optimizer='adamm' is not one of: adadelta, adagrad, adam, adamw, rmsprop, sgd",
+    ),
+    ("activation=gelu", "activation='gelu' is not one of: none, relu, sigmoid, tanh"),
+    ("init=orthogonal", "init='orthogonal' is not one of: normal, kaiming, xavier"),
+    ("reduction=max", "reduction='max' is not one of: mean, sum"),
+    ("lr=-0.1", "lr=-0.1 must be > 0"),
+    ("momentum=-0.5", "momentum=-0.5 must be >= 0 and < 1"),
+    ("weight_decay=-0.01", "weight_decay=-0.01 must be >= 0"),
+    ("hidden_sizes=[-3]", "hidden_sizes=[-3] must be a list of whole numbers > 0, e.g. [64,32]"),
+    ("norm_size=0", "norm_size=0 must be >= 1"),
+    ("batch_size=-8", "batch_size=-8 must be >= 1"),
+    ("epochs=0", "epochs=0 must be >= 1"),
+    ("data=imagenet", "data='imagenet' is not one of: emnist, list, synthetic"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
+def test_bad_config_is_named_before_any_work(tmp_path, cache_dir, override, message) -> None:
+    result = run_cli("train", override, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {message}"]
+    assert not cache_dir.exists(), "data was decoded before the config was checked"
+
+
+def test_momentum_for_adam_warns_once(list_dataset: Path, tmp_path: Path, cache_dir: Path):
+    result = run_cli(
+        "train",
+        "data=list",
+        f"data.root={list_dataset}",
+        "optimizer=adam",
+        "momentum=0.5",
+        *FAST,
+        cwd=tmp_path,
+    )
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "momentum" in line]
+    assert (
+        len(warnings) == 1
+        and "momentum=0.5 is ignored: optimizer adam has no momentum" in warnings[0]
+    )
+
+
+def test_divergence_stops_and_is_recorded(list_dataset, tmp_path, cache_dir) -> None:
+    result = run_cli(
+        "train",
+        "data=list",
+        f"data.root={list_dataset}",
+        "lr=1e9",
+        "epochs=3",
+        "val_interval=1",
+        "pictures=false",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged (non-finite loss at epoch 1, step ")
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and metrics["diverged_epoch"] == 1
+    for checkpoint in run_dir.rglob("*.ckpt"):  # never non-finite weights
+        state = torch.load(checkpoint, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(value).all() for value in state.values())
+
+
+def test_multirun_goes_on_after_a_divergence(list_dataset, tmp_path, cache_dir) -> None:
+    run_cli(
+        "train", "-m", "data=list", f"data.root={list_dataset}", "lr=1e9,1e-3", *FAST, cwd=tmp_path
+    )
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json"))
+    assert statuses == ["diverged", "finished"]
+
+
+def run_metrics(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {key: metrics[key] for key in ("val_acc", "best_val_acc", "test_acc", "train_loss")}
+
+
+def test_killed_run_resumes_to_the_same_result(list_dataset, tmp_path, cache_dir) -> None:
+    arguments = [
+        "data=list",
+        f"data.root={list_dataset}",
+        "epochs=120",
+        "val_interval=7",
+        "steps_per_call=1",
+        "pictures=false",
+        "trainer.enable_progress_bar=false",
+    ]
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    run_cli("train", *arguments, cwd=whole)
+    (whole_run,) = (whole / "outputs" / "runs").iterdir()
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "letters.train", *arguments],
+        cwd=killed,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 120
+    while not list(killed.glob("outputs/runs/*/checkpoints/last.ckpt")):
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    time.sleep(0.5)
+    assert process.poll() is None, "the run finished before it could be killed; make it longer"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (run_dir,) = (killed / "outputs" / "runs").iterdir()
+    assert not (run_dir / "metrics.json").exists()
+    run_cli("train", f"resume={run_dir}", cwd=killed)
+    assert [p.name for p in (killed / "outputs" / "runs").iterdir()] == [run_dir.name]
+    assert run_metrics(run_dir) == run_metrics(whole_run)
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 120
+
+
+def test_resume_refuses_other_changes(tmp_path: Path) -> None:
+    result = run_cli("train", "resume=outputs/runs/x", "lr=0.1", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: resume=outputs/runs/x: a resumed run keeps its configuration; only epochs= may "
+        "change (got lr=0.1)"
+    )
+
+
+def test_same_config_same_numbers(list_dataset, tmp_path, cache_dir) -> None:
+    for attempt in ("first", "second"):
+        (tmp_path / attempt).mkdir()
+        run_cli(
+            "train",
+            "data=list",
+            f"data.root={list_dataset}",
+            "epochs=3",
+            "pictures=false",
+            "seed=5",
+            cwd=tmp_path / attempt,
+        )
+    first, second = (
+        next((tmp_path / a / "outputs" / "runs").iterdir()) for a in ("first", "second")
+    )
+    assert run_metrics(first) == run_metrics(second)
+
+
+def damaged_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str]]:
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(os.urandom(3000))
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"model": {"w": torch.zeros(3)}}, foreign)
+    alien = tmp_path / "alien.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "hyper_parameters": {"norm_size": 32}}, alien)
+    return {
+        "truncated": (truncated, "not a readable checkpoint"),
+        "garbage": (garbage, "not a readable checkpoint"),
+        "foreign": (foreign, "not a letters checkpoint (no state_dict/hyper_parameters)"),
+        "other model": (alien, "not a letters checkpoint"),
+        "missing": (tmp_path / "nope.ckpt", "checkpoint not found"),
+    }
+
+
+def test_damaged_checkpoints_are_one_line(list_dataset, tmp_path, cache_dir) -> None:
+    run_cli("train", "data=list", f"data.root={list_dataset}", *FAST, cwd=tmp_path)
+    (good,) = (tmp_path / "outputs" / "runs").glob("*/checkpoints/best.ckpt")
+    image = first_image(list_dataset)
+    for name, (path, message) in damaged_checkpoints(tmp_path, good).items():
+        for command in (["test", f"ckpt={path}"], ["predict", f"ckpt={path}", f"images=[{image}]"]):
+            result = run_cli(*command, cwd=tmp_path, check=False)
+            assert result.returncode == 1, name
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {message}"), (
+                name,
+                lines,
+            )
