@@ -94,6 +94,29 @@ class ReLU(torch.autograd.Function):
         return y.sign().mul_(grad_out)
 
 
+class Standardize(torch.autograd.Function):
+    """Per-row standardization y = (x - mean) / sqrt(var + eps): each image's pixels get mean 0
+    and unit spread, so contrast and brightness stop mattering to the first layer.
+
+    dL/dx = (g - mean(g) - y * mean(g * y)) / sqrt(var + eps), per row (g = dL/dy).
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, x: torch.Tensor, eps: float = 1e-4):
+        centred = x - x.mean(dim=1, keepdim=True)
+        spread = centred.pow(2).mean(dim=1, keepdim=True).add_(eps).sqrt_()
+        y = centred / spread
+        ctx.save_for_backward(y, spread)
+        return y
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad_out: torch.Tensor):
+        y, spread = ctx.saved_tensors
+        along = (grad_out * y).mean(dim=1, keepdim=True)
+        grad = grad_out - grad_out.mean(dim=1, keepdim=True) - y * along
+        return grad / spread, None
+
+
 class CrossEntropy(torch.autograd.Function):
     """Softmax cross-entropy on logits z [batch, classes] against integer labels [batch].
 

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from letters.autograd import ACTIVATIONS, REDUCTIONS
 from letters.errors import ConfigError
-from letters.model import INITS
-from letters.optimizers import OPTIMIZERS
+from letters.model import INITS, INPUT_NORMS
+from letters.optimizers import OPTIMIZERS, SCHEDULERS
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ def validate_model(cfg: DictConfig) -> None:
     choice(cfg, "activation", sorted(ACTIVATIONS))
     choice(cfg, "init", INITS)
     choice(cfg, "reduction", REDUCTIONS)
+    choice(cfg, "input_norm", INPUT_NORMS)
     sizes = cfg.get("hidden_sizes")
     if (
         sizes is None
@@ -70,6 +71,7 @@ def validate_training(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> No
     name = optimizer.get("name") if isinstance(optimizer, DictConfig) else None
     if name not in OPTIMIZERS:
         raise ConfigError(f"optimizer={name!r} is not one of: {', '.join(OPTIMIZERS)}")
+    choice(cfg, "scheduler", SCHEDULERS)
     number(cfg, "lr", low=0, low_inclusive=False)
     number(cfg, "momentum", low=0, low_inclusive=True, high=1)
     number(cfg, "weight_decay", low=0, low_inclusive=True)

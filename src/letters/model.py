@@ -9,9 +9,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from letters.autograd import ACTIVATIONS, Linear
+from letters.autograd import ACTIVATIONS, Linear, Standardize
 
 INITS: tuple[str, ...] = ("normal", "kaiming", "xavier")
+INPUT_NORMS: tuple[str, ...] = ("none", "standardize")
 
 
 class LinearLayer(nn.Module):
@@ -49,7 +50,8 @@ class Activation(nn.Module):
 class MLP(nn.Module):
     """Linear layers with an activation after every layer but the last (which gives logits).
 
-    ``hidden_sizes`` empty means a linear classifier. ``init`` "normal" is the reference's
+    ``hidden_sizes`` empty means a linear classifier. ``input_norm`` "standardize" gives each
+    image zero mean and unit spread before the first layer. ``init`` "normal" is the reference's
     W ~ N(0, 1) with b = 0; "kaiming" and "xavier" scale W by the fan-in so that deeper and
     wider networks start with activations of unit size instead of exploding.
     """
@@ -61,8 +63,12 @@ class MLP(nn.Module):
         hidden_sizes: Sequence[int] = (32,),
         activation: str = "relu",
         init: str = "normal",
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {list(INPUT_NORMS)}, got {input_norm!r}")
+        self.input_norm = input_norm
         if init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
         if activation not in ACTIVATIONS:
@@ -91,9 +97,13 @@ class MLP(nn.Module):
                 layer.weight.normal_(0.0, std)
                 layer.bias.zero_()
 
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        return Standardize.apply(x) if self.input_norm == "standardize" else x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x.flatten(1))
+        return self.layers(self.prepare(x))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer's output (the input itself for a linear classifier)."""
-        return self.layers[:-1](x.flatten(1))
+        return self.layers[:-1](self.prepare(x))

@@ -10,9 +10,10 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from letters.augment import PhotoAugment
 from letters.autograd import cross_entropy
 from letters.model import MLP
-from letters.optimizers import build_optimizer
+from letters.optimizers import build_optimizer, build_scheduler
 
 log = logging.getLogger("letters.train")
 
@@ -49,6 +50,11 @@ class LetterClassifier(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
         batch_size: int = 8,
+        input_norm: str = "none",
+        augment: dict[str, float] | None = None,
+        scheduler: str = "none",
+        test_time_polarity: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # Lightning hands training_step a chunk of many mini-batches and the step loop runs
@@ -59,8 +65,15 @@ class LetterClassifier(pl.LightningModule):
         self._direct_steps: bool | None = None
         # logger=False: train.py logs the hyper-parameters once, at the end, with real metrics.
         self.save_hyperparameters(logger=False)
-        self.model = MLP(norm_size * norm_size, len(classes), list(hidden_sizes), activation, init)
+        self.model = MLP(
+            norm_size * norm_size, len(classes), list(hidden_sizes), activation, init, input_norm
+        )
         self.reduction = reduction
+        self.norm_size = norm_size
+        self.augment = PhotoAugment(**augment) if augment else None
+        self.scheduler = scheduler
+        self.test_time_polarity = test_time_polarity
+        self.seed = seed
         self.optimizer_config = dict(optimizer or {"name": "sgd", "lr": 5e-4, "momentum": 0.9})
         self.reset_train_sums()
         self.reset_eval_sums()
@@ -74,7 +87,13 @@ class LetterClassifier(pl.LightningModule):
         }
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(inputs)
+        """Logits for prediction. With ``test_time_polarity`` an image and its negative (light
+        on dark <-> dark on light) are both classified and their probabilities averaged."""
+        logits = self.model(inputs)
+        if not self.test_time_polarity:
+            return logits
+        probabilities = logits.softmax(dim=1) + self.model(-inputs).softmax(dim=1)
+        return probabilities.div_(2).log_()
 
     # Sums kept as device tensors: nothing in a step waits for the device (no .item()).
     # Training and evaluation keep separate sums: validation runs inside a training epoch.
@@ -92,7 +111,10 @@ class LetterClassifier(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
         """One optimizer step per mini-batch of ``batch_size`` rows of the chunk."""
         inputs, labels = batch
+        if self.augment is not None:
+            inputs = self.augment(inputs, self.norm_size, self.augment_generator)
         optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
         direct = self.direct_steps()
         losses = []
         for start in range(0, len(labels), self.batch_size):
@@ -109,6 +131,8 @@ class LetterClassifier(pl.LightningModule):
                 optimizer.zero_grad()
                 self.manual_backward(loss)
                 optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             losses.append(loss.detach())
         if direct:
             count_optimizer_steps(self.trainer, len(losses))
@@ -163,6 +187,10 @@ class LetterClassifier(pl.LightningModule):
         return -(-rows // self.batch_size)
 
     def on_train_epoch_start(self) -> None:
+        # Augmentation randomness is a function of (seed, epoch), like the batch order.
+        if self.augment is not None:
+            self.augment_generator = torch.Generator(self.device)
+            self.augment_generator.manual_seed(self.seed * 100_003 + self.current_epoch + 1)
         self.reset_train_sums()
 
     def check_finite(self) -> None:
@@ -181,7 +209,7 @@ class LetterClassifier(pl.LightningModule):
 
     def evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         inputs, labels = batch
-        logits = self.model(inputs)
+        logits = self(inputs)
         self.eval_loss_sum = self.eval_loss_sum + cross_entropy(logits, labels, "sum")
         self.eval_correct = self.eval_correct + (logits.argmax(dim=1) == labels).sum()
         self.eval_seen += len(labels)
@@ -220,5 +248,12 @@ class LetterClassifier(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log_evaluation("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.parameters(), self.optimizer_config)
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.parameters(), self.optimizer_config)
+        if self.scheduler == "none":
+            return optimizer
+        total = max(1, self.trainer.max_epochs * self.steps_per_epoch())
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": build_scheduler(self.scheduler, optimizer, total),
+        }

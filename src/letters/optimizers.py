@@ -25,3 +25,22 @@ def build_optimizer(
     settings = dict(settings)
     optimizer_class = getattr(torch.optim, OPTIMIZERS[settings.pop("name")])
     return optimizer_class(parameters, **settings)
+
+
+SCHEDULERS: tuple[str, ...] = ("none", "onecycle", "cosine")
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+    """A learning-rate schedule stepped once per optimizer step, peaking at the config's lr.
+
+    onecycle: warm up over the first 15% of the steps, then anneal (cosine) to near zero;
+    cosine: anneal from the start.
+    """
+    peak = optimizer.param_groups[0]["lr"]
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peak, total_steps=total_steps, pct_start=0.15
+        )
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    raise ValueError(f"scheduler must be one of {list(SCHEDULERS)}, got {name!r}")

@@ -72,6 +72,10 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
         "activation": cfg.activation,
         "init": cfg.init,
         "reduction": cfg.reduction,
+        "input_norm": cfg.input_norm,
+        "augment": "photo" if cfg.augment else "none",
+        "scheduler": cfg.scheduler,
+        "test_time_polarity": cfg.test_time_polarity,
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
@@ -126,6 +130,8 @@ def quiet_lightning() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # letters logs per epoch only; Lightning warns when an epoch has fewer calls than this.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in record.getMessage()
     )
@@ -196,6 +202,11 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         data=OmegaConf.to_container(cfg.data, resolve=True),
         batch_size=cfg.batch_size,
+        input_norm=cfg.input_norm,
+        augment=OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None,
+        scheduler=cfg.scheduler,
+        test_time_polarity=cfg.test_time_polarity,
+        seed=cfg.seed,
     )
     logger = instantiate(cfg.logger)
     trainer, best = build_trainer(cfg, run_dir, logger)

@@ -1,0 +1,102 @@
+"""The pieces of the accuracy recipe: standardized inputs, augmentation on the device, the
+learning-rate schedule and both polarities at test time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from letters.augment import PhotoAugment
+from letters.autograd import Standardize
+from letters.model import MLP
+from letters.module import LetterClassifier
+from letters.optimizers import build_scheduler
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_standardize_gradcheck(batch: int) -> None:
+    x = torch.randn(9, batch, dtype=torch.float64).t().requires_grad_()  # non-contiguous
+    assert torch.autograd.gradcheck(Standardize.apply, (x,))
+
+
+def test_standardize_gives_zero_mean_unit_spread_and_survives_flat_images() -> None:
+    x = torch.randn(4, 50) * 3 + 1
+    y = Standardize.apply(x)
+    torch.testing.assert_close(y.mean(1), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.pow(2).mean(1), torch.ones(4), atol=1e-3, rtol=0)
+    flat = Standardize.apply(torch.full((2, 10), 0.7))
+    torch.testing.assert_close(flat, torch.zeros(2, 10), atol=1e-4, rtol=0)
+
+
+def test_standardized_mlp_ignores_contrast_and_brightness() -> None:
+    torch.manual_seed(0)
+    model = MLP(64, 26, [16], "relu", "kaiming", input_norm="standardize")
+    x = torch.rand(5, 64) * 2 - 1
+    # Up to the epsilon that keeps flat images finite.
+    torch.testing.assert_close(model(x), model(0.5 * x - 0.2), atol=2e-2, rtol=2e-2)
+
+
+def test_augmentation_is_per_image_and_reproducible() -> None:
+    augment = PhotoAugment()
+    x = torch.rand(16, 32 * 32) * 2 - 1
+    first = augment(x, 32, torch.Generator().manual_seed(1))
+    again = augment(x, 32, torch.Generator().manual_seed(1))
+    other = augment(x, 32, torch.Generator().manual_seed(2))
+    assert first.shape == x.shape and torch.equal(first, again) and not torch.equal(first, other)
+    same = x[:1].expand(16, -1).contiguous()  # one image 16 times: 16 different results
+    variants = augment(same, 32, torch.Generator().manual_seed(3))
+    assert len({tuple(row[:50].tolist()) for row in variants}) == 16
+
+
+def test_augmentation_with_zero_ranges_changes_nothing() -> None:
+    still = PhotoAugment(0, 0, 0, 0, 0, 0, 0, 0)
+    x = torch.rand(3, 16 * 16) * 2 - 1
+    torch.testing.assert_close(still(x, 16, torch.Generator().manual_seed(0)), x, atol=1e-5, rtol=0)
+    inverted = PhotoAugment(0, 0, 0, 0, 0, 0, 1.0, 0)(x, 16, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(inverted, -x, atol=1e-5, rtol=0)
+
+
+def test_test_time_polarity_sees_both_polarities_alike() -> None:
+    torch.manual_seed(0)
+    model = LetterClassifier(
+        norm_size=8, hidden_sizes=[16], init="kaiming", test_time_polarity=True
+    ).eval()
+    x = torch.rand(4, 64) * 2 - 1
+    torch.testing.assert_close(model(x), model(-x))
+    assert torch.allclose(model(x).exp().sum(1), torch.ones(4))
+
+
+@pytest.mark.parametrize("name", ["onecycle", "cosine"])
+def test_schedules_peak_at_lr_and_anneal(name: str) -> None:
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=2e-3)
+    scheduler = build_scheduler(name, optimizer, total_steps=100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(rates) == pytest.approx(2e-3, rel=1e-3) and rates[-1] < 2e-4
+
+
+def test_best_experiment_runs_end_to_end(list_dataset: Path, tmp_path: Path, cache_dir) -> None:
+    run_cli(
+        "train",
+        "experiment=best",
+        "data=list",
+        f"data.root={list_dataset}",
+        "epochs=2",
+        "pictures=false",
+        cwd=tmp_path,
+    )
+    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert run_dir.name.endswith("_best")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    params = metrics["params"]
+    assert metrics["status"] == "finished" and params["optimizer"] == "adamw"
+    assert params["augment"] == "photo" and params["scheduler"] == "onecycle"
+    assert params["hidden_sizes"] == "1024,512" and params["test_time_polarity"] is True
