@@ -128,6 +128,15 @@ def group_runs(runs: list[Run], keys: list[str]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: [sort_key(v) for v in g.setting.values()])
 
 
+def shown(value: str) -> str:
+    """A swept value for the table: long floats (Optuna's) to 4 significant digits."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return f"{number:.4g}" if len(value) > 8 and "." in value else value
+
+
 def percent(summary: dict[str, float | None]) -> str:
     if summary["mean"] is None:
         return "-"
@@ -141,7 +150,7 @@ def markdown_table(groups: list[Group], keys: list[str]) -> str:
     for group in groups:
         usable = len(group.values(METRICS[0][0]))
         runs = f"{usable}" if usable == len(group.runs) else f"{usable} of {len(group.runs)}"
-        cells = [*(group.setting.values() if keys else ["all"])]
+        cells = [shown(value) for value in group.setting.values()] if keys else ["all"]
         cells += [percent(group.summary(key)) for key, _ in METRICS]
         lines.append("| " + " | ".join([*cells, runs]) + " |")
     return "\n".join(lines)
