@@ -164,3 +164,23 @@ def test_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.strip().startswith(f"error: {bad}: not a readable checkpoint")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_test_command_on_data_given_on_the_command_line(
+    trained_run: Path, list_dataset: Path
+) -> None:
+    """`letters.test ckpt=... data=list data.root=DIR`, as the README shows it."""
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    result = run_cli(
+        "test",
+        f"ckpt={ckpt}",
+        "data=list",
+        f"data.root={list_dataset}",
+        "pictures=false",
+        cwd=trained_run,
+    )
+    out_dir = trained_run / "test" / f"best-{list_dataset.name}-test"
+    written = json.loads((out_dir / "metrics.json").read_text())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert written["accuracy"] == pytest.approx(metrics["test_acc"], abs=1e-6)
+    assert "test accuracy" in result.stdout
