@@ -239,15 +239,6 @@ class LetterClassifier(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = checkpoint.get("history", self.history)
 
-    def on_test_epoch_start(self) -> None:
-        self.reset_eval_sums()
-
-    def test_step(self, batch, batch_index: int) -> None:
-        self.evaluate(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self.log_evaluation("test")
-
     def configure_optimizers(self) -> Any:
         optimizer = build_optimizer(self.parameters(), self.optimizer_config)
         if self.scheduler == "none":

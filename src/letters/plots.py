@@ -24,8 +24,6 @@ from matplotlib.figure import Figure
 
 from letters.files import write_atomically
 
-PICTURE_NAMES = ("learning_curves", "confusion_matrix", "mistakes", "tsne")
-
 
 def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()

@@ -120,11 +120,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any):
     return trainer, best
 
 
-def scalar(metrics: dict[str, Any], key: str) -> float | None:
-    value = metrics.get(key)
-    return None if value is None else float(value)
-
-
 def quiet_lightning() -> None:
     """Drop Lightning's advertising and a deprecation warning it raises on itself."""
     import warnings
@@ -274,12 +269,10 @@ def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
 
 def test_best_checkpoint(model: Any, data: Any, path: Path) -> Any:
     """Load the best weights into ``model`` and predict the test split with them."""
-    import torch
-
+    from letters.checkpoint import read_checkpoint
     from letters.evaluate import predict_split
 
-    state = torch.load(path, map_location=model.device, weights_only=True)["state_dict"]
-    model.load_state_dict(state)
+    model.load_state_dict(read_checkpoint(path, model.device)["state_dict"])
     return predict_split(model.eval(), *data.splits["test"])
 
 
