@@ -22,6 +22,7 @@ from letters.autograd import (
 )
 
 BATCHES = (1, 7)
+MEMBERS = (1, 3)
 LAYOUTS = ("contiguous", "transposed", "strided")
 REDUCTION_NAMES = ("mean", "sum")
 IN_FEATURES = 5
@@ -72,14 +73,63 @@ def _seed() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def make_stacked_input(members: int, batch: int, features: int, layout: str) -> torch.Tensor:
+    """A [members, batch, features] leaf laid out in memory as ``layout`` says."""
+    if layout == "contiguous":
+        x = torch.randn(members, batch, features, dtype=torch.float64)
+    elif layout == "transposed":
+        x = torch.randn(members, features, batch, dtype=torch.float64).transpose(1, 2)
+    elif layout == "strided":
+        x = torch.randn(members, batch, 2 * features, dtype=torch.float64)[:, :, ::2]
+    else:
+        raise AssertionError(f"unknown layout {layout!r}")
+    return x.requires_grad_()
+
+
+def stacked_weights(members: int) -> tuple[torch.Tensor, torch.Tensor]:
+    weight = torch.randn(members, OUT_FEATURES, IN_FEATURES, dtype=torch.float64)
+    bias = torch.randn(members, OUT_FEATURES, dtype=torch.float64)
+    return weight.requires_grad_(), bias.requires_grad_()
+
+
+@pytest.mark.parametrize("members", MEMBERS)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("batch", BATCHES)
-def test_linear_gradcheck(batch: int, layout: str) -> None:
-    """Linear's backward gives the right gradient for x, W and b, whatever x's memory layout."""
+def test_linear_gradcheck(batch: int, layout: str, members: int) -> None:
+    """Linear's backward gives the right gradient for x, W and b of every member, whatever x's
+    memory layout."""
+    x = make_stacked_input(members, batch, IN_FEATURES, layout)
+    assert gradcheck(Linear.apply, (x, *stacked_weights(members)))
+
+
+@pytest.mark.parametrize("members", MEMBERS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_linear_gradcheck_shared_input(batch: int, layout: str, members: int) -> None:
+    """One batch [batch, in] seen by every member (evaluation): x's gradient sums the members'."""
     x = make_input(batch, IN_FEATURES, layout)
-    weight = torch.randn(OUT_FEATURES, IN_FEATURES, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(OUT_FEATURES, dtype=torch.float64, requires_grad=True)
-    assert gradcheck(Linear.apply, (x, weight, bias))
+    assert gradcheck(Linear.apply, (x, *stacked_weights(members)))
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-member", "shared"])
+def test_linear_members_never_mix(shared: bool) -> None:
+    """Member k's output depends on W_k and b_k alone: the gradient of one member's output
+    reaches no other member's weights."""
+    members = 3
+    x = (
+        make_input(4, IN_FEATURES, "contiguous")
+        if shared
+        else make_stacked_input(members, 4, IN_FEATURES, "contiguous")
+    )
+    weight, bias = stacked_weights(members)
+    out = Linear.apply(x, weight, bias)
+    out[1].sum().backward()
+    for other in (0, 2):
+        assert torch.count_nonzero(weight.grad[other]) == 0
+        assert torch.count_nonzero(bias.grad[other]) == 0
+    assert torch.count_nonzero(weight.grad[1]) > 0
+    if not shared:
+        assert torch.count_nonzero(x.grad[0]) == 0 and torch.count_nonzero(x.grad[2]) == 0
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -106,9 +156,8 @@ def test_cross_entropy_gradcheck(batch: int, layout: str, reduction: str) -> Non
 
 def test_linear_skips_gradients_that_are_not_needed() -> None:
     """A network's input needs no gradient: W and b still get the right ones, x gets none."""
-    x = torch.randn(4, IN_FEATURES, dtype=torch.float64)
-    weight = torch.randn(OUT_FEATURES, IN_FEATURES, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(OUT_FEATURES, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 4, IN_FEATURES, dtype=torch.float64)
+    weight, bias = stacked_weights(2)
     assert gradcheck(lambda w, b: Linear.apply(x, w, b), (weight, bias))
     linear(x, weight, bias).sum().backward()
     assert x.grad is None
@@ -130,17 +179,26 @@ def values_and_grads(
     return (out.detach(), *grads)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-member", "shared"])
 @pytest.mark.parametrize("batch", BATCHES)
-def test_linear_matches_torch(batch: int) -> None:
-    """linear() gives the same values and x, W, b gradients as torch.nn.functional.linear."""
+def test_linear_matches_torch(batch: int, shared: bool) -> None:
+    """linear() gives each member the values and x, W, b gradients of F.linear on its own."""
+    members = 3
+    x = torch.randn(batch, IN_FEATURES) if shared else torch.randn(members, batch, IN_FEATURES)
     inputs = [
-        torch.randn(batch, IN_FEATURES),
-        torch.randn(OUT_FEATURES, IN_FEATURES),
-        torch.randn(OUT_FEATURES),
+        x,
+        torch.randn(members, OUT_FEATURES, IN_FEATURES),
+        torch.randn(members, OUT_FEATURES),
     ]
-    upstream = torch.randn(batch, OUT_FEATURES)
+    upstream = torch.randn(members, batch, OUT_FEATURES)
+
+    def per_member(x, weight, bias):
+        return torch.stack(
+            [F.linear(x if shared else x[k], weight[k], bias[k]) for k in range(members)]
+        )
+
     ours = values_and_grads(linear, inputs, upstream)
-    theirs = values_and_grads(F.linear, inputs, upstream)
+    theirs = values_and_grads(per_member, inputs, upstream)
     for mine, reference in zip(ours, theirs, strict=True):
         torch.testing.assert_close(mine, reference, **F32)
 
@@ -256,3 +314,27 @@ def test_invalid_reduction_raises_value_error(reduction: str) -> None:
     labels = torch.randint(CLASSES, (3,))
     with pytest.raises(ValueError, match="reduction"):
         cross_entropy(logits, labels, reduction)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("reduction", REDUCTION_NAMES)
+@pytest.mark.parametrize("members", MEMBERS)
+def test_stacked_cross_entropy_gradcheck(members: int, reduction: str) -> None:
+    """Logits [K, batch, classes] give K losses, one per member, each with its own gradient."""
+    logits = torch.randn(members, 5, CLASSES, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(CLASSES, (members, 5))
+    assert gradcheck(lambda z: CrossEntropy.apply(z, labels, reduction), (logits,))
+
+
+@pytest.mark.parametrize("reduction", REDUCTION_NAMES)
+def test_stacked_cross_entropy_is_each_members_own_loss(reduction: str) -> None:
+    """Member k's loss and gradient are F.cross_entropy of its own logits and labels alone."""
+    logits = torch.randn(3, 6, CLASSES, requires_grad=True)
+    labels = torch.randint(CLASSES, (3, 6))
+    losses = cross_entropy(logits, labels, reduction)
+    assert losses.shape == (3,)
+    (grad,) = torch.autograd.grad(losses[1], logits)
+    expected = F.cross_entropy(logits[1], labels[1], reduction=reduction)
+    torch.testing.assert_close(losses[1], expected, **F32)
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(grad, expected_grad, **F32)
+    assert torch.count_nonzero(grad[0]) == 0 and torch.count_nonzero(grad[2]) == 0

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from letters.data import ListDataModule, SyntheticDataModule, TensorBatches
+from letters.data import ListDataModule, MemberBatches, SyntheticDataModule, TensorBatches
 from letters.data import list_layout as list_layout_module
 from letters.data.images import label_index, load_grey
 from letters.errors import LettersError
@@ -118,18 +118,34 @@ def test_tiny_and_huge_images_work(tmp_path: Path, size: tuple[int, int]) -> Non
     assert load_grey(tmp_path / "image.jpg", 32).shape == (32, 32)
 
 
-def test_batches_cover_the_split_and_reshuffle_by_epoch() -> None:
+def test_member_batches_cover_the_split_and_reshuffle_by_seed_and_epoch() -> None:
+    """Each member sees the whole split once per epoch in an order of its own seed and the
+    epoch alone: the same member seed gives the same order in any stack."""
     inputs, labels = torch.arange(10.0).unsqueeze(1), torch.arange(10)
     epoch = [0]
-    batches = TensorBatches(inputs, labels, 4, shuffle=True, seed=1, epoch=lambda: epoch[0])
-    assert len(batches) == 3
-    first = torch.cat([y for _, y in batches])
-    assert sorted(first.tolist()) == list(range(10))
-    assert torch.equal(first, torch.cat([y for _, y in batches]))  # same epoch, same order
+    batches = MemberBatches(inputs, labels, 2, 2, seeds=[1, 2, 1], epoch=lambda: epoch[0])
+    assert len(batches) == 3  # chunks of 2 mini-batches of 2 rows
+    chunks = list(batches)
+    assert all(chunk.batch_size == 2 for chunk in chunks)
+    order = torch.cat([chunk.labels for chunk in chunks], dim=1)  # [members, 10]
+    for member in range(3):
+        assert sorted(order[member].tolist()) == list(range(10))
+    assert torch.equal(order[0], order[2]) and not torch.equal(order[0], order[1])
+    alone = torch.cat([c.labels for c in MemberBatches(inputs, labels, 2, 5, [2], lambda: 0)], 1)
+    assert torch.equal(alone[0], order[1])
     epoch[0] = 1
-    assert not torch.equal(first, torch.cat([y for _, y in batches]))
-    for x, y in batches:
-        assert torch.equal(x.squeeze(1).long(), y)  # images stay with their labels
+    assert not torch.equal(order, torch.cat([chunk.labels for chunk in batches], dim=1))
+    for chunk in batches:
+        assert torch.equal(chunk.inputs.squeeze(2).long(), chunk.labels)  # images keep labels
+        sizes = [len(labels[0]) for _, labels in chunk.mini_batches(chunk.inputs)]
+        assert sizes in ([2, 2], [2])
+
+
+def test_evaluation_batches_are_the_split_in_order() -> None:
+    inputs, labels = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+    batches = TensorBatches(inputs, labels, 4)
+    assert len(batches) == 3
+    assert torch.cat([y for _, y in batches]).tolist() == list(range(10))
 
 
 def test_synthetic_data_is_cached_and_resized(tmp_path: Path) -> None:

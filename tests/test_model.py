@@ -37,13 +37,14 @@ def linear_layers(model: MLP) -> list[LinearLayer]:
 
 @pytest.mark.parametrize("batch", [1, 5])
 def test_logits_shape_for_flat_and_image_input(batch: int) -> None:
-    """A batch of flat 1024-vectors or of 32x32 images gives [batch, 26] logits, the same ones."""
+    """A batch of flat 1024-vectors or of 32x32 images gives [1, batch, 26] logits (a stack
+    of one member), the same ones."""
     model = MLP(1024, 26, [32], "relu", "normal")
     images = torch.rand(batch, 32, 32)
     from_images = model(images)
     from_flat = model(images.reshape(batch, 1024))
-    assert from_images.shape == (batch, 26)
-    assert from_flat.shape == (batch, 26)
+    assert from_images.shape == (1, batch, 26)
+    assert from_flat.shape == (1, batch, 26)
     torch.testing.assert_close(from_images, from_flat)
 
 
@@ -55,7 +56,7 @@ def test_no_hidden_layers_is_a_linear_classifier() -> None:
     assert not any(isinstance(module, Activation) for module in model.modules())
     x = torch.randn(3, 12)
     layer = model.layers[0]
-    torch.testing.assert_close(model(x), x @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(model(x)[0], x @ layer.weight[0].T + layer.bias[0])
 
 
 def test_two_hidden_layers_alternate_with_no_activation_after_logits() -> None:
@@ -64,18 +65,8 @@ def test_two_hidden_layers_alternate_with_no_activation_after_logits() -> None:
     kinds = [type(module) for module in model.layers]
     assert kinds == [LinearLayer, Activation, LinearLayer, Activation, LinearLayer]
     shapes = [tuple(layer.weight.shape) for layer in linear_layers(model)]
-    assert shapes == [(64, 100), (32, 64), (26, 32)]
+    assert shapes == [(1, 64, 100), (1, 32, 64), (1, 26, 32)]
     assert all(module.name == "tanh" for module in model.layers if isinstance(module, Activation))
-
-
-def test_features_is_the_last_hidden_layer_output() -> None:
-    """features() has hidden_sizes[-1] columns, and the output layer applied to it is the logits."""
-    model = MLP(1024, 26, [64, 32], "relu", "kaiming")
-    images = torch.rand(4, 32, 32)
-    features = model.features(images)
-    assert features.shape == (4, 32)
-    assert (features >= 0).all()  # taken after the last hidden relu, not before it
-    torch.testing.assert_close(model.layers[-1](features), model(images))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,7 +111,7 @@ def test_backward_runs_the_hand_written_formulas(
     # The output's grad_fn is the backward node of letters' Linear, not torch's AddmmBackward0.
     assert type(logits.grad_fn).__name__ == "LinearBackward"
     assert logits.grad_fn._forward_cls is autograd.Linear  # type: ignore[union-attr]
-    autograd.cross_entropy(logits, torch.randint(5, (4,)), "mean").backward()
+    autograd.cross_entropy(logits, torch.randint(5, (4,)), "mean").sum().backward()
 
     assert calls == {"Linear": 3, act_function.__name__: 2, "CrossEntropy": 1}
     assert all(parameter.grad is not None for parameter in model.parameters())
@@ -135,12 +126,12 @@ def torch_copy(model: MLP) -> nn.Sequential:
     """nn.Linear layers holding copies of ``model``'s weights and biases."""
     layers = linear_layers(model)
     reference = nn.Sequential(
-        *[nn.Linear(*layer.weight.shape[::-1], dtype=layer.weight.dtype) for layer in layers]
+        *[nn.Linear(*layer.weight.shape[:0:-1], dtype=layer.weight.dtype) for layer in layers]
     )
     with torch.no_grad():
         for mine, theirs in zip(layers, reference, strict=True):
-            theirs.weight.copy_(mine.weight)
-            theirs.bias.copy_(mine.bias)
+            theirs.weight.copy_(mine.weight[0])
+            theirs.bias.copy_(mine.bias[0])
     return reference
 
 
@@ -166,7 +157,7 @@ def test_mlp_gradients_equal_plain_torch(activation: str, reduction: str) -> Non
     labels = torch.randint(5, (7,))
 
     x = images.clone().requires_grad_()
-    loss = autograd.cross_entropy(model(x), labels, reduction)
+    loss = autograd.cross_entropy(model(x), labels, reduction)[0]
     loss.backward()
 
     reference = torch_copy(model)
@@ -178,8 +169,8 @@ def test_mlp_gradients_equal_plain_torch(activation: str, reduction: str) -> Non
     torch.testing.assert_close(loss, loss_ref)
     torch.testing.assert_close(x.grad, x_ref.grad)
     for mine, theirs in zip(linear_layers(model), reference, strict=True):
-        torch.testing.assert_close(mine.weight.grad, theirs.weight.grad)
-        torch.testing.assert_close(mine.bias.grad, theirs.bias.grad)
+        torch.testing.assert_close(mine.weight.grad[0], theirs.weight.grad)
+        torch.testing.assert_close(mine.bias.grad[0], theirs.bias.grad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +190,7 @@ def test_init_scales_weights_and_zeroes_biases(init: str, expected_std) -> None:
     """Each init draws zero-mean weights of the documented std for every layer; biases are 0."""
     model = MLP(1024, 256, [512], "relu", init)
     for layer in linear_layers(model):
-        fan_out, fan_in = layer.weight.shape
+        _, fan_out, fan_in = layer.weight.shape
         std = expected_std(fan_in, fan_out)
         weight = layer.weight.detach()
         assert weight.std().item() == pytest.approx(std, rel=0.03)
@@ -229,3 +220,27 @@ def test_unknown_activation_raises_value_error_without_hidden_layers() -> None:
     """A misspelt activation is refused even when no activation layer would be built."""
     with pytest.raises(ValueError, match="activation"):
         MLP(10, 3, [], "gelu", "normal")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stacks: K members in one model, each exactly what it would be alone
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stack_members_start_and_compute_as_alone() -> None:
+    """Member k of a stack draws the weights of a stack of one with its seed and init, and its
+    logits (per-member or shared input) are that stack's."""
+    stack = MLP(20, 5, [8], "relu", ["normal", "kaiming", "xavier"], seeds=[4, 5, 6])
+    x = torch.randn(3, 7, 20)
+    shared = torch.randn(7, 20)
+    for member, (init, seed) in enumerate([("normal", 4), ("kaiming", 5), ("xavier", 6)]):
+        alone = MLP(20, 5, [8], "relu", init, seeds=[seed])
+        for mine, theirs in zip(linear_layers(stack), linear_layers(alone), strict=True):
+            torch.testing.assert_close(mine.weight[member], theirs.weight[0], rtol=0, atol=0)
+        torch.testing.assert_close(stack(x)[member], alone(x[member : member + 1])[0])
+        torch.testing.assert_close(stack(shared)[member], alone(shared)[0])
+
+
+def test_members_and_seeds_must_agree() -> None:
+    with pytest.raises(ValueError, match="seeds"):
+        MLP(10, 3, [4], "relu", ["normal", "normal"], seeds=[1])

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import pytorch_lightning as pl
+import torch
+
+from letters.files import write_atomically
+from letters.stack import member_checkpoint
 
 
 class ValidateLastEpoch(pl.Callback):
@@ -13,3 +21,60 @@ class ValidateLastEpoch(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.max_epochs is not None and trainer.current_epoch + 1 == trainer.max_epochs:
             trainer.check_val_every_n_epoch = 1
+
+
+class MemberCheckpoints(pl.Callback):
+    """Each member's ``best.ckpt`` (highest validation accuracy) and ``last.ckpt`` (every
+    epoch) in its own run directory, as ordinary one-member checkpoints.
+
+    Lightning's ModelCheckpoint saves the whole module; a stack's members are separate runs,
+    each with its own best epoch, so this cuts the Trainer's checkpoint into one per member
+    (letters.stack.member_checkpoint). A member that diverged is never saved again: its files
+    keep the last finite weights. Writes are atomic: a kill mid-save leaves the old file.
+    """
+
+    def __init__(self, run_dirs: Sequence[str | Path]) -> None:
+        self.directories = [Path(run_dir) / "checkpoints" for run_dir in run_dirs]
+        self.best_scores: list[float | None] = [None] * len(self.directories)
+
+    def best_path(self, member: int) -> Path | None:
+        path = self.directories[member] / "best.ckpt"
+        return path if self.best_scores[member] is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_scores": list(self.best_scores)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_scores = list(state_dict["best_scores"])
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        improved = []
+        for member, accuracy in enumerate(pl_module.validation_acc):
+            best = self.best_scores[member]
+            if (
+                pl_module.active[member]
+                and accuracy is not None
+                and (best is None or accuracy > best)
+            ):
+                self.best_scores[member] = accuracy
+                improved.append(member)
+        self.save(trainer, improved, "best")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        pl_module.close_training_epoch()
+        active = [member for member, on in enumerate(pl_module.active) if on]
+        self.save(trainer, active, "last")
+
+    def save(self, trainer: pl.Trainer, members: list[int], name: str) -> None:
+        if not members:
+            return
+        # What Trainer.save_checkpoint writes, before it is written: cut per member first.
+        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        for member in members:
+            one = member_checkpoint(checkpoint, member, self.state_key)
+            write_atomically(
+                self.directories[member] / f"{name}.ckpt",
+                lambda handle, one=one: torch.save(one, handle),
+            )

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
-from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from letters.errors import LettersError
-from letters.files import write_atomically
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, but through a temporary file and a rename, so that a run
-    killed while saving never leaves a truncated best.ckpt or last.ckpt behind."""
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None
-    ) -> None:
-        write_atomically(path, lambda handle: torch.save(checkpoint, handle))
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -40,7 +27,37 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         checkpoint
     ):
         raise LettersError(f"{path}: not a letters checkpoint (no state_dict/hyper_parameters)")
+    if "members" not in checkpoint["hyper_parameters"]:
+        upgrade_single_run(checkpoint)
     return checkpoint
+
+
+def upgrade_single_run(checkpoint: dict) -> None:
+    """A checkpoint of letters 0.1, before stacks: its run becomes a stack of one (weights
+    gain the member dimension; seed, init and the optimizer's numbers become its member)."""
+    hyper_parameters = checkpoint["hyper_parameters"]
+    optimizer = dict(hyper_parameters.get("optimizer") or {})
+    hyper_parameters["members"] = [
+        {
+            "seed": hyper_parameters.pop("seed", 0),
+            "init": hyper_parameters.pop("init", "normal"),
+            "lr": optimizer.get("lr", 5e-4),
+            "momentum": optimizer.get("momentum", 0.0),
+            "weight_decay": optimizer.get("weight_decay", 0.0),
+        }
+    ]
+    hyper_parameters.pop("batch_size", None)
+    if isinstance(hyper_parameters.get("data"), dict):
+        hyper_parameters["data"] = {
+            k: v for k, v in hyper_parameters["data"].items() if k != "seed"
+        }
+    checkpoint["state_dict"] = {
+        name: tensor.unsqueeze(0) for name, tensor in checkpoint["state_dict"].items()
+    }
+    if isinstance(checkpoint.get("history"), dict):
+        checkpoint["history"] = [checkpoint["history"]]
+    checkpoint.pop("optimizer_states", None)  # 0.1's torch.optim state: not resumable
+    checkpoint["upgraded_from"] = "0.1"
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):

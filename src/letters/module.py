@@ -1,4 +1,5 @@
-"""The LightningModule: the hand-written MLP and loss, their optimizer, and what gets logged."""
+"""The LightningModule: a stack of hand-written MLPs, their loss and optimizer, and what is
+recorded per member (losses, accuracies, divergence)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,20 @@ from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from letters.augment import PhotoAugment
 from letters.autograd import cross_entropy
+from letters.data.modules import Chunk
 from letters.model import MLP
-from letters.optimizers import build_optimizer, build_scheduler
+from letters.optimizers import StackedOptimizer
+from letters.stack import AUGMENT, OPTIMIZER_MEMBER_KEYS, epoch_seed
 
 log = logging.getLogger("letters.train")
+
+DEFAULT_MEMBER: dict[str, Any] = {
+    "seed": 0,
+    "init": "normal",
+    "lr": 5e-4,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+}
 
 
 def count_optimizer_steps(trainer: pl.Trainer, steps: int) -> None:
@@ -27,17 +38,19 @@ def count_optimizer_steps(trainer: pl.Trainer, steps: int) -> None:
         progress.increment_completed()
 
 
-class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite; carries where, for the run's record."""
-
-    def __init__(self, epoch: int, step: int) -> None:
-        super().__init__(f"training diverged: non-finite loss at epoch {epoch}, step {step}")
-        self.epoch, self.step = epoch, step
+def new_history() -> dict[str, list[float]]:
+    """Per-epoch values of one member, for its learning-curve picture."""
+    return {"epoch": [], "train_loss": [], "val_epoch": [], "val_acc": []}
 
 
 class LetterClassifier(pl.LightningModule):
-    """Everything a checkpoint needs to rebuild the model and its preprocessing is a
-    constructor argument of plain Python types, saved as the checkpoint's hyper-parameters."""
+    """A stack of K members (``members``: one dict of per-member settings each, see
+    letters.stack) trained at once; a single run is a stack of one.
+
+    Everything a checkpoint needs to rebuild the model and its preprocessing is a constructor
+    argument of plain Python types, saved as the checkpoint's hyper-parameters. Members never
+    mix: each has its own loss, gradients, optimizer state, metrics and divergence.
+    """
 
     def __init__(
         self,
@@ -45,98 +58,124 @@ class LetterClassifier(pl.LightningModule):
         classes: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
         hidden_sizes: list[int] | tuple[int, ...] = (32,),
         activation: str = "relu",
-        init: str = "normal",
         reduction: str = "sum",
         optimizer: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
-        batch_size: int = 8,
         input_norm: str = "none",
         augment: dict[str, float] | None = None,
         scheduler: str = "none",
         test_time_polarity: bool = False,
-        seed: int = 0,
+        members: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         # Lightning hands training_step a chunk of many mini-batches and the step loop runs
         # here: its per-call bookkeeping (~1 ms on a CPU) is then paid per chunk, not per
         # optimizer step, which at batch size 8 would otherwise cost more than the step itself.
         self.automatic_optimization = False
-        self.batch_size = batch_size
-        self._direct_steps: bool | None = None
         # logger=False: train.py logs the hyper-parameters once, at the end, with real metrics.
         self.save_hyperparameters(logger=False)
+        self.members = [{**DEFAULT_MEMBER, **member} for member in (members or [{}])]
         self.model = MLP(
-            norm_size * norm_size, len(classes), list(hidden_sizes), activation, init, input_norm
+            norm_size * norm_size,
+            len(classes),
+            list(hidden_sizes),
+            activation,
+            [member["init"] for member in self.members],
+            input_norm,
+            seeds=[member["seed"] for member in self.members],
         )
         self.reduction = reduction
         self.norm_size = norm_size
         self.augment = PhotoAugment(**augment) if augment else None
         self.scheduler = scheduler
         self.test_time_polarity = test_time_polarity
-        self.seed = seed
-        self.optimizer_config = dict(optimizer or {"name": "sgd", "lr": 5e-4, "momentum": 0.9})
+        self.optimizer_config = dict(optimizer or {"name": "sgd"})
+        self._direct_steps: bool | None = None
+        # Where each member's scalars go (one Lightning logger per member; train.py sets them).
+        self.member_loggers: list[Any] = []
+        # Per member: still training (a member whose loss or weights become non-finite stops
+        # there), where it diverged, and its per-epoch values; saved in checkpoints, so a
+        # resumed run and letters.test draw the whole curve.
+        self.active = [True] * len(self.members)
+        self.diverged_at: list[tuple[int, int] | None] = [None] * len(self.members)
+        self.histories = [new_history() for _ in self.members]
+        self.validation_acc: list[float | None] = [None] * len(self.members)
+        self.closed_epoch = -1
         self.reset_train_sums()
         self.reset_eval_sums()
-        # Per-epoch values for the learning-curve picture; saved in checkpoints, so a resumed
-        # run and letters.test draw the whole curve.
-        self.history: dict[str, list[float]] = {
-            "epoch": [],
-            "train_loss": [],
-            "val_epoch": [],
-            "val_acc": [],
-        }
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits for prediction. With ``test_time_polarity`` an image and its negative (light
-        on dark <-> dark on light) are both classified and their probabilities averaged."""
+    @property
+    def stack_size(self) -> int:
+        return len(self.members)
+
+    def member_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Each member's logits [K, batch, classes]. With ``test_time_polarity`` an image and
+        its negative (light on dark <-> dark on light) are both classified and their
+        probabilities averaged."""
         logits = self.model(inputs)
         if not self.test_time_polarity:
             return logits
-        probabilities = logits.softmax(dim=1) + self.model(-inputs).softmax(dim=1)
+        probabilities = logits.softmax(dim=-1) + self.model(-inputs).softmax(dim=-1)
         return probabilities.div_(2).log_()
 
-    # Sums kept as device tensors: nothing in a step waits for the device (no .item()).
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The stack's prediction [batch, classes]: a member's own logits for a stack of one,
+        else the log of the members' mean probabilities."""
+        logits = self.member_logits(inputs)
+        if self.stack_size == 1:
+            return logits[0]
+        return logits.softmax(dim=-1).mean(dim=0).log_()
+
+    # Sums kept as device tensors [K]: nothing in a step waits for the device (no .item()).
     # Training and evaluation keep separate sums: validation runs inside a training epoch.
     def reset_train_sums(self) -> None:
-        self.train_loss_sum = torch.zeros((), device=self.device)
+        self.train_loss_sum = torch.zeros(self.stack_size, device=self.device)
         self.train_seen = 0
         self.train_steps = 0
-        self.first_bad_step = torch.full((), -1, device=self.device, dtype=torch.long)
+        self.first_bad_step = torch.full((self.stack_size,), -1, device=self.device)
 
     def reset_eval_sums(self) -> None:
-        self.eval_loss_sum = torch.zeros((), device=self.device)
-        self.eval_correct = torch.zeros((), device=self.device, dtype=torch.long)
+        self.eval_loss_sum = torch.zeros(self.stack_size, device=self.device)
+        self.eval_correct = torch.zeros(self.stack_size, device=self.device, dtype=torch.long)
         self.eval_seen = 0
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
-        """One optimizer step per mini-batch of ``batch_size`` rows of the chunk."""
-        inputs, labels = batch
+    def setup(self, stage: str) -> None:
+        # Each member's batch order comes from its own seed; the data module batches.
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:
+            datamodule.seeds = [member["seed"] for member in self.members]
+
+    def training_step(self, chunk: Chunk, batch_index: int) -> None:
+        """One optimizer step of every member per mini-batch of the chunk."""
+        inputs = chunk.inputs
         if self.augment is not None:
-            inputs = self.augment(inputs, self.norm_size, self.augment_generator)
+            inputs = torch.stack(
+                [
+                    self.augment(inputs[member], self.norm_size, generator)
+                    for member, generator in enumerate(self.augment_generators)
+                ]
+            )
         optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
+        stacked = optimizer.optimizer
         direct = self.direct_steps()
         losses = []
-        for start in range(0, len(labels), self.batch_size):
-            loss = cross_entropy(
-                self.model(inputs[start : start + self.batch_size]),
-                labels[start : start + self.batch_size],
-                self.reduction,
-            )
+        for batch_inputs, batch_labels in chunk.mini_batches(inputs):
+            loss = cross_entropy(self.model(batch_inputs), batch_labels, self.reduction)  # [K]
+            # A member whose loss is not finite stops here: its updates are masked from now on
+            # (StackedOptimizer.active).
             if direct:
-                optimizer.optimizer.zero_grad()
-                loss.backward()
-                optimizer.optimizer.step()
+                stacked.zero_grad()
+                loss.backward(self.loss_weights)  # = loss.sum().backward(), one node fewer
+                stacked.step(losses=loss)
             else:
                 optimizer.zero_grad()
-                self.manual_backward(loss)
+                self.manual_backward(loss.sum())
+                stacked.active.logical_and_(torch.isfinite(loss))
                 optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             losses.append(loss.detach())
         if direct:
             count_optimizer_steps(self.trainer, len(losses))
-        self.record_steps(torch.stack(losses), len(labels))
+        self.record_steps(torch.stack(losses), chunk)
 
     def direct_steps(self) -> bool:
         """Whether steps may bypass Lightning's per-step plumbing (~0.15 ms a step on a CPU).
@@ -164,87 +203,139 @@ class LetterClassifier(pl.LightningModule):
             )
         return self._direct_steps
 
-    def record_steps(self, losses: torch.Tensor, rows: int) -> None:
-        """Per-chunk bookkeeping on the device (no sync): the loss sum and the first bad step."""
-        per_sample = losses if self.reduction == "sum" else losses * self.batch_size
-        if self.reduction == "mean" and rows % self.batch_size:
-            per_sample[-1] = losses[-1] * (rows % self.batch_size)
-        self.train_loss_sum = self.train_loss_sum + per_sample.sum()
+    def record_steps(self, losses: torch.Tensor, chunk: Chunk) -> None:
+        """Per-chunk bookkeeping on the device (no sync): each member's loss sum and first
+        non-finite step. ``losses`` is [steps, K]."""
+        rows = chunk.labels.shape[1]
+        per_sample = losses if self.reduction == "sum" else losses * chunk.batch_size
+        if self.reduction == "mean" and rows % chunk.batch_size:
+            per_sample[-1] = losses[-1] * (rows % chunk.batch_size)
+        self.train_loss_sum = self.train_loss_sum + per_sample.sum(dim=0)
         bad = ~torch.isfinite(losses)
-        first_bad = torch.where(bad.any(), bad.int().argmax() + self.train_steps, -1)
-        keep = self.first_bad_step >= 0
-        self.first_bad_step = torch.where(keep, self.first_bad_step, first_bad)
+        first_bad = torch.where(bad.any(dim=0), bad.int().argmax(dim=0) + self.train_steps, -1)
+        self.first_bad_step = torch.where(self.first_bad_step >= 0, self.first_bad_step, first_bad)
         self.train_seen += rows
         self.train_steps += len(losses)
 
     def on_train_start(self) -> None:
+        self.loss_weights = torch.ones(self.stack_size, device=self.device)
         # Marks the end of start-up: scripts/benchmark.py times a run up to this line.
-        log.info("training starts: %d optimizer steps per epoch", self.steps_per_epoch())
-
-    def steps_per_epoch(self) -> int:
-        datamodule = self.trainer.datamodule
-        rows = len(datamodule.splits["train"][1]) if datamodule is not None else 0
-        return -(-rows // self.batch_size)
+        log.info(
+            "training starts: %d optimizer steps per epoch, a stack of %d",
+            self.trainer.datamodule.steps_per_epoch,
+            self.stack_size,
+        )
 
     def on_train_epoch_start(self) -> None:
         # Augmentation randomness is a function of (seed, epoch), like the batch order.
         if self.augment is not None:
-            self.augment_generator = torch.Generator(self.device)
-            self.augment_generator.manual_seed(self.seed * 100_003 + self.current_epoch + 1)
+            self.augment_generators = [
+                torch.Generator(self.device).manual_seed(
+                    epoch_seed(member["seed"], self.current_epoch, AUGMENT)
+                )
+                for member in self.members
+            ]
         self.reset_train_sums()
 
-    def check_finite(self) -> None:
-        """Stop a diverged run before its weights can be validated or checkpointed (one sync)."""
-        step = int(self.first_bad_step)
-        if step >= 0:
-            raise DivergedError(self.current_epoch + 1, step + 1)
+    def close_training_epoch(self) -> None:
+        """Once per epoch, before anything validates, checkpoints or logs it (one sync):
+        members whose loss or weights became non-finite stop; the others record the epoch.
+
+        Lightning validates inside fit before the epoch's on_train_epoch_end hooks, and
+        callbacks' hooks run before the module's, so each of them calls this; it acts once.
+        """
+        if self.closed_epoch == self.current_epoch or not self.train_seen:
+            return
+        self.closed_epoch = self.current_epoch
+        bad_steps = self.first_bad_step.tolist()
+        finite = torch.stack(
+            [parameter.detach().isfinite().flatten(1).all(dim=1) for parameter in self.parameters()]
+        ).all(dim=0)
+        finite_weights = finite.tolist()
+        losses = (self.train_loss_sum / self.train_seen).tolist()
+        optimizer = self.optimizers().optimizer
+        epoch, step = self.current_epoch + 1, self.trainer.global_step
+        for member in range(self.stack_size):
+            if not self.active[member]:
+                continue
+            if bad_steps[member] >= 0 or not finite_weights[member]:
+                where = bad_steps[member] + 1 if bad_steps[member] >= 0 else self.train_steps
+                self.active[member] = False
+                self.diverged_at[member] = (epoch, where)
+                optimizer.active[member] = False
+                log.error(
+                    "training diverged: non-finite %s at epoch %d, step %d",
+                    "loss" if bad_steps[member] >= 0 else "weights",
+                    epoch,
+                    where,
+                    extra={"member": member},
+                )
+                continue
+            self.histories[member]["epoch"].append(epoch)
+            self.histories[member]["train_loss"].append(losses[member])
+            self.log_member(member, {"train/loss": losses[member]}, step)
+        if not any(self.active):
+            self.trainer.should_stop = True
+
+    def log_member(self, member: int, metrics: dict[str, float], step: int) -> None:
+        if self.member_loggers:
+            self.member_loggers[member].log_metrics(metrics, step)
 
     def on_train_epoch_end(self) -> None:
-        self.check_finite()
-        if self.train_seen:
-            loss = self.train_loss_sum / self.train_seen
-            self.log("train/loss", loss)
-            self.history["epoch"].append(self.current_epoch + 1)
-            self.history["train_loss"].append(float(loss))
-
-    def evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        inputs, labels = batch
-        logits = self(inputs)
-        self.eval_loss_sum = self.eval_loss_sum + cross_entropy(logits, labels, "sum")
-        self.eval_correct = self.eval_correct + (logits.argmax(dim=1) == labels).sum()
-        self.eval_seen += len(labels)
-
-    def log_evaluation(self, stage: str) -> None:
-        if self.eval_seen:
-            self.log(f"{stage}/loss", self.eval_loss_sum / self.eval_seen)
-            self.log(f"{stage}/acc", self.eval_correct.float() / self.eval_seen)
+        self.close_training_epoch()
 
     def on_validation_epoch_start(self) -> None:
         if self.trainer.state.fn == "fit":  # validation inside fit: never of diverged weights
-            self.check_finite()
+            self.close_training_epoch()
         self.reset_eval_sums()
 
-    def validation_step(self, batch, batch_index: int) -> None:
-        self.evaluate(batch)
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
+        inputs, labels = batch
+        logits = self.member_logits(inputs)  # [K, batch, classes]
+        self.eval_loss_sum = self.eval_loss_sum + cross_entropy(logits, labels, "sum")
+        self.eval_correct = self.eval_correct + (logits.argmax(dim=-1) == labels).sum(dim=-1)
+        self.eval_seen += len(labels)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_evaluation("val")
-        if self.trainer.state.fn == "fit" and self.eval_seen:
-            self.history["val_epoch"].append(self.current_epoch + 1)
-            self.history["val_acc"].append(float(self.eval_correct) / self.eval_seen)
+        if not self.eval_seen:
+            return
+        accuracies = (self.eval_correct.float() / self.eval_seen).tolist()
+        losses = (self.eval_loss_sum / self.eval_seen).tolist()
+        in_fit = self.trainer.state.fn == "fit"
+        for member in range(self.stack_size):
+            if not self.active[member]:
+                self.validation_acc[member] = None
+                continue
+            self.validation_acc[member] = accuracies[member]
+            if in_fit:
+                self.histories[member]["val_epoch"].append(self.current_epoch + 1)
+                self.histories[member]["val_acc"].append(accuracies[member])
+            metrics = {"val/loss": losses[member], "val/acc": accuracies[member]}
+            self.log_member(member, metrics, self.trainer.global_step)
+        shown = [acc for acc in self.validation_acc if acc is not None]
+        if shown:  # the progress bar: the members' mean
+            self.log("val/acc", sum(shown) / len(shown), prog_bar=True, logger=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["history"] = self.history
+        checkpoint["history"] = self.histories
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = checkpoint.get("history", self.history)
+        self.histories = checkpoint.get("history", self.histories)
 
-    def configure_optimizers(self) -> Any:
-        optimizer = build_optimizer(self.parameters(), self.optimizer_config)
-        if self.scheduler == "none":
-            return optimizer
-        total = max(1, self.trainer.max_epochs * self.steps_per_epoch())
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": build_scheduler(self.scheduler, optimizer, total),
+    def configure_optimizers(self) -> StackedOptimizer:
+        settings = {
+            key: value
+            for key, value in self.optimizer_config.items()
+            if key != "name" and key not in OPTIMIZER_MEMBER_KEYS
         }
+        total_steps = max(1, self.trainer.max_epochs * self.trainer.datamodule.steps_per_epoch)
+        return StackedOptimizer(
+            self.model.parameters(),
+            self.optimizer_config["name"],
+            lr=[member["lr"] for member in self.members],
+            momentum=[member["momentum"] for member in self.members],
+            weight_decay=[member["weight_decay"] for member in self.members],
+            schedule=self.scheduler,
+            total_steps=total_steps,
+            **settings,
+        )

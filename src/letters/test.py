@@ -72,7 +72,7 @@ def test(cfg: DictConfig) -> dict[str, Any]:
                 model.hparams.classes,
                 model.hparams.norm_size,
                 title=f"{data.name} {cfg.split} split, {ckpt.name}",
-                history=model.history,
+                history=model.histories[0] if model.stack_size == 1 else None,
                 writer=writer,
             )
         print(f"pictures: {out_dir}/*.png\ntensorboard --logdir {out_dir / 'tensorboard'}")

@@ -1,16 +1,24 @@
-"""``python -m letters.train [overrides]``: fit one configuration, test its best checkpoint,
-and leave everything a report or a person needs in the run's directory."""
+"""``python -m letters.train [overrides]``: train a stack of runs, test each member's best
+checkpoint, and leave everything a report or a person needs in each run's directory.
+
+A single run is a stack of one. ``hydra/launcher=stacked`` hands a multirun's compatible jobs
+to the same engine as one stack (the task function's ``stacking`` attribute): prepare each job,
+then build, fit and record the stack.
+"""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from letters import resume as _resume  # noqa: F401  (registers the run-directory resolvers)
 from letters.entry import hydra_command
 
 log = logging.getLogger("letters.train")
@@ -19,46 +27,26 @@ log = logging.getLogger("letters.train")
 FAILED_SCORE = 0.0
 
 
-def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
-    """hydra.run.dir: a resumed run finishes in its own directory, a new run gets a new one."""
-    if not resume:
-        return new_run_dir
-    path = Path(resume)
-    return str(path.parent.parent if path.suffix == ".ckpt" else path)
+@dataclass
+class Job:
+    """One run of a sweep (or the single run): its resolved config and its directory."""
+
+    cfg: DictConfig
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
 
 
-OmegaConf.register_new_resolver("letters_run_dir", resumed_run_dir, replace=True)
-OmegaConf.register_new_resolver(
-    "letters_if_resuming", lambda resume, yes, no: yes if resume else no, replace=True
-)
+@dataclass
+class Stack:
+    """Everything one training of K jobs needs, built from their configs."""
 
-
-def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) -> DictConfig:
-    """The interrupted run's own config, with ``resume`` pointing at its last checkpoint.
-
-    Only ``epochs`` may change (to train a finished run further): anything else would make
-    the directory hold a run that no config describes.
-    """
-    from letters.errors import ConfigError, LettersError
-
-    others = [o for o in task_overrides if not o.startswith(("resume=", "epochs="))]
-    if others:
-        raise ConfigError(
-            f"resume={cfg.resume}: a resumed run keeps its configuration; only epochs= may "
-            f"change (got {' '.join(others)})"
-        )
-    saved = run_dir / "config.yaml"
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if Path(cfg.resume).suffix == ".ckpt":
-        checkpoint = Path(cfg.resume)
-    for path in (saved, checkpoint):
-        if not path.is_file():
-            raise LettersError(f"{path}: not found, so {cfg.resume} cannot be resumed")
-    resumed = OmegaConf.load(saved)
-    resumed.resume = str(checkpoint)
-    if any(o.startswith("epochs=") for o in task_overrides):
-        resumed.epochs = resumed.trainer.max_epochs = cfg.epochs
-    return resumed
+    jobs: list[Job]
+    data: Any
+    model: Any
+    trainer: Any
+    checkpoints: Any
+    loggers: list[Any]
+    started: float
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -84,42 +72,6 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, logger: Any):
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from letters.callbacks import ValidateLastEpoch
-    from letters.checkpoint import AtomicCheckpointIO
-
-    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if settings.get("enable_progress_bar") is None:
-        settings["enable_progress_bar"] = sys.stderr.isatty()
-    checkpoints = run_dir / "checkpoints"
-    best = ModelCheckpoint(
-        dirpath=checkpoints,
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    last = ModelCheckpoint(
-        dirpath=checkpoints,
-        filename="last",
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
-    trainer = pl.Trainer(
-        **settings,
-        logger=logger,
-        callbacks=[ValidateLastEpoch(), best, last],
-        plugins=[AtomicCheckpointIO()],
-        default_root_dir=run_dir,
-    )
-    return trainer, best
-
-
 def quiet_lightning() -> None:
     """Drop Lightning's advertising and a deprecation warning it raises on itself."""
     import warnings
@@ -130,150 +82,6 @@ def quiet_lightning() -> None:
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
         lambda record: "Tip:" not in record.getMessage()
     )
-
-
-def train(cfg: DictConfig) -> float:
-    """Fit, test and record one run; return the validation accuracy (what a sweeper maximises).
-
-    In a multirun, a job that fails records why in its metrics.json and returns 0.0 so that
-    the other jobs go on; a single run raises. A failed or diverged run scores 0.0, the lowest
-    accuracy, rather than NaN: the Optuna sweeper ends the whole study on a NaN, while 0.0
-    lets it go on and steer away from that region.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    task_overrides = list(hydra_cfg.overrides.task)
-    try:
-        if cfg.get("resume"):
-            cfg, task_overrides = resumed_config(cfg, run_dir, task_overrides), []
-        return fit_and_record(cfg, run_dir, task_overrides)
-    except Exception as error:
-        if not multirun():
-            raise
-        from letters.errors import LettersError
-        from letters.files import write_json
-
-        if isinstance(error, LettersError):
-            message = str(error)
-            log.error("error: %s", message)
-        else:
-            message = f"{type(error).__name__}: {error}".splitlines()[0]
-            log.exception("job failed: %s", message)
-        write_json(run_dir / "metrics.json", {"status": "failed", "error": message})
-        return FAILED_SCORE
-
-
-def fit_and_record(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) -> float:
-    from letters.config import validate_training
-
-    validate_training(cfg, task_overrides)
-
-    import pytorch_lightning as pl
-    from hydra.utils import instantiate
-
-    from letters.checkpoint import read_checkpoint
-    from letters.files import write_json
-    from letters.module import DivergedError, LetterClassifier
-
-    started = time.perf_counter()
-    quiet_lightning()
-    if cfg.torch_threads:
-        import torch
-
-        torch.set_num_threads(cfg.torch_threads)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    data = instantiate(cfg.data).prepare()
-    log.info("data: %s", data.describe())
-    model = LetterClassifier(
-        norm_size=cfg.norm_size,
-        classes=data.classes,
-        hidden_sizes=list(cfg.hidden_sizes),
-        activation=cfg.activation,
-        init=cfg.init,
-        reduction=cfg.reduction,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        data=OmegaConf.to_container(cfg.data, resolve=True),
-        batch_size=cfg.batch_size,
-        input_norm=cfg.input_norm,
-        augment=OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None,
-        scheduler=cfg.scheduler,
-        test_time_polarity=cfg.test_time_polarity,
-        seed=cfg.seed,
-    )
-    logger = instantiate(cfg.logger)
-    trainer, best = build_trainer(cfg, run_dir, logger)
-    params = flat_params(cfg)
-    record: dict[str, Any] = {"status": "finished", "params": params, "run_dir": str(run_dir)}
-    if cfg.resume:
-        read_checkpoint(cfg.resume)  # one clear line if it is damaged, before Lightning reads it
-        log.info("resuming from %s", cfg.resume)
-    try:
-        trainer.fit(model, datamodule=data, ckpt_path=cfg.resume or None)
-    except DivergedError as error:
-        log.error("%s", error)
-        record.update(status="diverged", diverged_epoch=error.epoch, diverged_step=error.step)
-    # From the history, which a resumed run restores, rather than this process's last logs.
-    history = model.history
-    record["val_acc"] = history["val_acc"][-1] if history["val_acc"] else None
-    record["train_loss"] = history["train_loss"][-1] if history["train_loss"] else None
-    record["train_seconds"] = round(time.perf_counter() - started, 2)
-    record["epochs_completed"] = trainer.current_epoch
-    record["best_val_acc"] = None if best.best_model_score is None else float(best.best_model_score)
-    if best.best_model_path:
-        predictions = test_best_checkpoint(model, data, Path(best.best_model_path))
-        record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
-        record["best_checkpoint"] = str(Path(best.best_model_path).relative_to(run_dir))
-        logger.log_metrics(
-            {"test/acc": record["test_acc"], "test/loss": record["test_loss"]}, trainer.global_step
-        )
-        if cfg.pictures:
-            from letters.plots import evaluation_pictures
-
-            evaluation_pictures(
-                run_dir / "pictures",
-                *data.splits["test"],
-                predictions.logits,
-                data.classes,
-                cfg.norm_size,
-                title="test split, best checkpoint",
-                history=model.history,
-                writer=logger.experiment,
-                step=trainer.global_step,
-                seed=cfg.seed,
-            )
-    else:
-        record["test_acc"] = record["test_loss"] = None
-    record["wall_seconds"] = round(time.perf_counter() - started, 2)
-    hp_metrics = {
-        f"hparams/{key}": record[key]
-        for key in ("val_acc", "best_val_acc", "test_acc", "train_loss")
-        if record[key] is not None
-    }
-    logger.log_hyperparams(params, hp_metrics)
-    logger.finalize("success")
-    write_json(run_dir / "metrics.json", record)
-    print_summary(record, run_dir)
-    if record["status"] == "diverged" and not multirun():
-        from letters.errors import LettersError
-
-        raise LettersError(
-            f"training diverged (non-finite loss at epoch {record['diverged_epoch']}, step "
-            f"{record['diverged_step']}); {shown_path(run_dir)}/metrics.json records it"
-        )
-    finished = record["status"] == "finished" and record["val_acc"] is not None
-    return float(record["val_acc"]) if finished else FAILED_SCORE
-
-
-def test_best_checkpoint(model: Any, data: Any, path: Path) -> Any:
-    """Load the best weights into ``model`` and predict the test split with them."""
-    from letters.checkpoint import read_checkpoint
-    from letters.evaluate import predict_split
-
-    model.load_state_dict(read_checkpoint(path, model.device)["state_dict"])
-    return predict_split(model.eval(), *data.splits["test"])
 
 
 def multirun() -> bool:
@@ -291,24 +99,277 @@ def shown_path(path: Path) -> Path:
         return path
 
 
-def print_summary(record: dict[str, Any], run_dir: Path) -> None:
-    run_dir = shown_path(run_dir)
+# ---------------------------------------------------------------------------------------------
+# Prepare: one job's config, checked and resolved while Hydra's config for that job is current
+# ---------------------------------------------------------------------------------------------
 
+
+def prepare_job(cfg: DictConfig) -> Job | float:
+    """Validate and resolve one job's config, and save it as the run's ``config.yaml``.
+
+    Called with Hydra's config for this job current (inside run_job). In a multirun a bad
+    config is recorded in the job's metrics.json and scores FAILED_SCORE so the others go on;
+    a single run raises (one line, through letters.errors).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from letters.config import validate_training
+    from letters.resume import resumed_config
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    try:
+        if cfg.get("resume"):
+            cfg, overrides = resumed_config(cfg, run_dir, overrides), []
+        validate_training(cfg, overrides)
+        resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        OmegaConf.save(resolved, run_dir / "config.yaml")
+        return Job(resolved, run_dir, overrides)
+    except Exception as error:
+        if not multirun():
+            raise
+        record_failure(run_dir, error)
+        return FAILED_SCORE
+
+
+def record_failure(job_or_run_dir: Job | Path, error: BaseException, member: int | None = None):
+    """A job that could not train: one log line, and metrics.json saying why."""
+    from letters.errors import LettersError
+    from letters.files import write_json
+
+    run_dir = job_or_run_dir.run_dir if isinstance(job_or_run_dir, Job) else job_or_run_dir
+    extra = {} if member is None else {"member": member}
+    if isinstance(error, LettersError):
+        message = str(error)
+        log.error("error: %s", message, extra=extra)
+    else:
+        message = f"{type(error).__name__}: {error}".splitlines()[0]
+        log.error("job failed: %s", message, exc_info=error, extra=extra)
+    write_json(Path(run_dir) / "metrics.json", {"status": "failed", "error": message})
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine: build, fit, record one stack of jobs
+# ---------------------------------------------------------------------------------------------
+
+
+def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
+    """Train ``jobs`` as one stack; return each job's validation accuracy (FAILED_SCORE for a
+    job that failed or diverged, recorded in its metrics.json). ``strict`` (a single run):
+    errors and divergence raise instead."""
+    try:
+        stack = build(jobs)
+        fit(stack)
+        return record(stack, strict)
+    except Exception as error:
+        if strict:
+            raise
+        for member, job in enumerate(jobs):
+            record_failure(job, error, member if len(jobs) > 1 else None)
+        return [FAILED_SCORE] * len(jobs)
+
+
+def build(jobs: list[Job]) -> Stack:
+    """Data, the stacked model, one logger and one checkpoint directory per member, Trainer."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from letters.callbacks import MemberCheckpoints, ValidateLastEpoch
+    from letters.module import LetterClassifier
+    from letters.stack import member_settings
+
+    started = time.perf_counter()
+    cfg = jobs[0].cfg  # everything but the member settings is the same in every job
+    quiet_lightning()
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+    data = instantiate(cfg.data).prepare()
+    log.info("data: %s", data.describe())
+    model = LetterClassifier(
+        norm_size=cfg.norm_size,
+        classes=data.classes,
+        hidden_sizes=list(cfg.hidden_sizes),
+        activation=cfg.activation,
+        reduction=cfg.reduction,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        data=OmegaConf.to_container(cfg.data, resolve=True),
+        input_norm=cfg.input_norm,
+        augment=OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None,
+        scheduler=cfg.scheduler,
+        test_time_polarity=cfg.test_time_polarity,
+        members=[member_settings(job.cfg) for job in jobs],
+    )
+    loggers = [instantiate(job.cfg.logger) for job in jobs]
+    model.member_loggers = loggers
+    checkpoints = MemberCheckpoints([job.run_dir for job in jobs])
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if settings.get("enable_progress_bar") is None:
+        settings["enable_progress_bar"] = sys.stderr.isatty()
+    trainer = pl.Trainer(
+        **settings,
+        logger=False,  # each member logs to its own loggers (LetterClassifier.log_member)
+        enable_checkpointing=False,  # each member's checkpoints: MemberCheckpoints
+        callbacks=[ValidateLastEpoch(), checkpoints],
+        default_root_dir=jobs[0].run_dir,
+    )
+    return Stack(jobs, data, model, trainer, checkpoints, loggers, started)
+
+
+def fit(stack: Stack) -> None:
+    from letters.checkpoint import read_checkpoint
+
+    resume = stack.jobs[0].cfg.resume
+    if resume:  # only a stack of one resumes: stack_key keeps resume= jobs apart
+        # One clear line if it is damaged or too old, before Lightning reads it.
+        if "upgraded_from" in read_checkpoint(resume):
+            from letters.errors import LettersError
+
+            raise LettersError(
+                f"{resume}: written by letters 0.1, before stacks; letters.test and "
+                "letters.predict read it, but training cannot continue from it"
+            )
+        log.info("resuming from %s", resume)
+    if len(stack.jobs) > 1:
+        log.info("a stack of %d runs: %s", len(stack.jobs), ", ".join(describe(stack.jobs)))
+    stack.trainer.fit(stack.model, datamodule=stack.data, ckpt_path=resume or None)
+
+
+def describe(jobs: list[Job]) -> list[str]:
+    """Each job's per-member settings that differ within the stack, e.g. 'momentum=0.9 seed=1'."""
+    from letters.stack import MEMBER_KEYS, member_settings
+
+    settings = [member_settings(job.cfg) for job in jobs]
+    varying = [key for key in MEMBER_KEYS if len({str(s[key]) for s in settings}) > 1]
+    return [" ".join(f"{key}={s[key]}" for key in varying) or "-" for s in settings]
+
+
+def record(stack: Stack, strict: bool) -> list[float]:
+    """Per member: test its best checkpoint, draw its pictures, log and write its metrics."""
+    scores = [record_member(stack, member) for member in range(len(stack.jobs))]
+    diverged = stack.model.diverged_at[0]
+    if strict and diverged is not None:
+        from letters.errors import LettersError
+
+        run_dir = shown_path(stack.jobs[0].run_dir)
+        raise LettersError(
+            f"training diverged (non-finite loss at epoch {diverged[0]}, step {diverged[1]}); "
+            f"{run_dir}/metrics.json records it"
+        )
+    return scores
+
+
+def record_member(stack: Stack, member: int) -> float:
+    from letters.checkpoint import load_classifier
+    from letters.evaluate import predict_split
+    from letters.files import write_json
+
+    job, model, logger = stack.jobs[member], stack.model, stack.loggers[member]
+    history = model.histories[member]
+    diverged = model.diverged_at[member]
+    record: dict[str, Any] = {
+        "status": "finished" if diverged is None else "diverged",
+        "params": flat_params(job.cfg),
+        "run_dir": str(job.run_dir),
+        "stack_size": len(stack.jobs),
+    }
+    if diverged is not None:
+        record.update(diverged_epoch=diverged[0], diverged_step=diverged[1])
+    record["val_acc"] = history["val_acc"][-1] if history["val_acc"] else None
+    record["train_loss"] = history["train_loss"][-1] if history["train_loss"] else None
+    record["train_seconds"] = round(time.perf_counter() - stack.started, 2)
+    record["epochs_completed"] = len(history["epoch"])
+    record["best_val_acc"] = stack.checkpoints.best_scores[member]
+    best = stack.checkpoints.best_path(member)
+    step = stack.trainer.global_step
+    if best is not None and best.is_file():
+        # Exactly what letters.test does with this file: a stack of one rebuilt from it.
+        best_model = load_classifier(best, model.device)
+        predictions = predict_split(best_model, *stack.data.splits["test"])
+        record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
+        record["best_checkpoint"] = str(best.relative_to(job.run_dir))
+        logger.log_metrics({"test/acc": record["test_acc"], "test/loss": record["test_loss"]}, step)
+        if job.cfg.pictures:
+            from letters.plots import evaluation_pictures
+
+            evaluation_pictures(
+                job.run_dir / "pictures",
+                *stack.data.splits["test"],
+                predictions.logits,
+                stack.data.classes,
+                job.cfg.norm_size,
+                title="test split, best checkpoint",
+                history=history,
+                writer=logger.experiment,
+                step=step,
+                seed=job.cfg.seed,
+            )
+    else:
+        record["test_acc"] = record["test_loss"] = None
+    record["wall_seconds"] = round(time.perf_counter() - stack.started, 2)
+    hp_metrics = {
+        f"hparams/{key}": record[key]
+        for key in ("val_acc", "best_val_acc", "test_acc", "train_loss")
+        if record[key] is not None
+    }
+    logger.log_hyperparams(record["params"], hp_metrics)
+    logger.finalize("success")
+    write_json(job.run_dir / "metrics.json", record)
+    log.info("%s", summary_line(record), extra={"member": member})
+    print_summary(job.run_dir)
+    finished = record["status"] == "finished" and record["val_acc"] is not None
+    return float(record["val_acc"]) if finished else FAILED_SCORE
+
+
+def summary_line(record: dict[str, Any]) -> str:
     def percent(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.1f}%"
 
     loss = "-" if record["train_loss"] is None else f"{record['train_loss']:.4f}"
-
-    lines = [
+    return (
         f"{record['status']}: val_acc {percent(record['val_acc'])} (best "
         f"{percent(record['best_val_acc'])}), test_acc {percent(record['test_acc'])} "
-        f"[best checkpoint], train_loss {loss}, "
-        f"{record['wall_seconds']:.1f} s",
-        f"outputs: {run_dir}",
-        f"tensorboard --logdir {run_dir}",
-    ]
-    print("\n".join(lines), flush=True)
+        f"[best checkpoint], train_loss {loss}, {record['wall_seconds']:.1f} s"
+    )
 
+
+def print_summary(run_dir: Path) -> None:
+    """Where the run's files are (its summary line is logged just before)."""
+    run_dir = shown_path(run_dir)
+    print(f"outputs: {run_dir}\ntensorboard --logdir {run_dir}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The task function: a single run, or one job of a multirun under any launcher
+# ---------------------------------------------------------------------------------------------
+
+
+def train(cfg: DictConfig) -> float:
+    """Fit, test and record one run; return the validation accuracy (what a sweeper maximises).
+
+    In a multirun, a job that fails records why in its metrics.json and returns 0.0 so that
+    the other jobs go on; a single run raises. A failed or diverged run scores 0.0, the lowest
+    accuracy, rather than NaN: the Optuna sweeper ends the whole study on a NaN, while 0.0
+    lets it go on and steer away from that region.
+    """
+    job = prepare_job(cfg)
+    if not isinstance(job, Job):
+        return job
+    return train_jobs([job], strict=not multirun())[0]
+
+
+def stack_key(job: Job) -> str:
+    from letters.stack import stack_key as config_key
+
+    return config_key(job.cfg)
+
+
+# What hydra/launcher=stacked looks for on the task function (see hydra_plugins).
+train.stacking = SimpleNamespace(
+    prepare=prepare_job, key=stack_key, train=train_jobs, record_failure=record_failure
+)
 
 main = hydra_command("train", train)
 

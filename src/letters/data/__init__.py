@@ -2,18 +2,22 @@
 
 from letters.data.images import CLASSES
 from letters.data.modules import (
+    Chunk,
     EmnistDataModule,
     LetterDataModule,
     ListDataModule,
+    MemberBatches,
     SyntheticDataModule,
     TensorBatches,
 )
 
 __all__ = [
     "CLASSES",
+    "Chunk",
     "EmnistDataModule",
     "LetterDataModule",
     "ListDataModule",
+    "MemberBatches",
     "SyntheticDataModule",
     "TensorBatches",
 ]

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -16,13 +17,50 @@ from letters.data.cache import Splits, cache_key, cached_splits
 from letters.data.images import CLASSES, resize_grey, to_model_input
 from letters.data.list_layout import SPLITS, load_list_layout
 from letters.errors import LettersError
+from letters.stack import ORDER, epoch_seed
 
 
 class TensorBatches:
-    """Batches of a split held as two tensors; reshuffled each epoch when ``shuffle``.
+    """Batches of a split held as two tensors, in order: what evaluation reads. Every member of
+    a stack classifies the same images, so one batch serves them all."""
 
-    The order of epoch e is a function of (seed, e) alone, so a run resumed from a checkpoint
-    sees exactly the batches an uninterrupted run would have seen.
+    def __init__(self, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
+        self.inputs, self.labels = inputs, labels
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.labels), self.batch_size):
+            yield (
+                self.inputs[start : start + self.batch_size],
+                self.labels[start : start + self.batch_size],
+            )
+
+
+class Chunk(NamedTuple):
+    """``steps`` consecutive mini-batches of every member: inputs [K, rows, features], labels
+    [K, rows]. The training step cuts it into mini-batches of ``batch_size`` rows (the last one
+    of an epoch may be shorter)."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    batch_size: int
+
+    def mini_batches(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, labels) of each mini-batch, for ``inputs`` = this chunk's (augmented)."""
+        for start in range(0, self.labels.shape[1], self.batch_size):
+            end = start + self.batch_size
+            yield inputs[:, start:end], self.labels[:, start:end]
+
+
+class MemberBatches:
+    """Training chunks for a stack: member k sees the split in its own order each epoch.
+
+    The order of epoch e for a member with seed s is a function of (s, e) alone
+    (letters.stack.epoch_seed), so a resumed run, or a member trained in a stack, sees exactly
+    the batches it would have seen trained alone from the start.
     """
 
     def __init__(
@@ -30,35 +68,47 @@ class TensorBatches:
         inputs: torch.Tensor,
         labels: torch.Tensor,
         batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
+        steps_per_chunk: int,
+        seeds: Sequence[int],
         epoch: Callable[[], int] | None = None,
     ) -> None:
         self.inputs, self.labels = inputs, labels
         self.batch_size = batch_size
-        self.shuffle, self.seed = shuffle, seed
+        self.rows_per_chunk = batch_size * steps_per_chunk
+        self.seeds = list(seeds)
         self.epoch = epoch or (lambda: 0)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        return math.ceil(len(self.labels) / self.rows_per_chunk)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        inputs, labels = self.inputs, self.labels
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch())
-            order = torch.randperm(len(labels), generator=generator).to(labels.device)
-            # One gather per epoch, then views; index_select is several times faster here
-            # than advanced indexing (inputs[order]).
-            inputs, labels = inputs.index_select(0, order), labels.index_select(0, order)
-        for start in range(0, len(labels), self.batch_size):
-            yield inputs[start : start + self.batch_size], labels[start : start + self.batch_size]
+    def orders(self, epoch: int) -> torch.Tensor:
+        """[K, N]: each member's permutation of the split for ``epoch``."""
+        permutations = [
+            torch.randperm(
+                len(self.labels),
+                generator=torch.Generator().manual_seed(epoch_seed(seed, epoch, ORDER)),
+            )
+            for seed in self.seeds
+        ]
+        return torch.stack(permutations).to(self.labels.device)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        orders = self.orders(self.epoch())
+        members = len(self.seeds)
+        for start in range(0, len(self.labels), self.rows_per_chunk):
+            rows = orders[:, start : start + self.rows_per_chunk].reshape(-1)
+            # index_select is several times faster here than advanced indexing (inputs[rows]).
+            inputs = self.inputs.index_select(0, rows).view(members, -1, self.inputs.shape[1])
+            labels = self.labels.index_select(0, rows).view(members, -1)
+            yield Chunk(inputs, labels, self.batch_size)
 
 
 class LetterDataModule(pl.LightningDataModule):
-    """Common part of every source: splits as tensors, batching, moving to the device.
+    """Common part of every source: splits as tensors, and batching, which only it decides.
 
     Subclasses implement ``load_grey_splits`` returning grey uint8 images at ``norm_size`` and
-    class indices; everything after that is shared.
+    class indices; everything after that is shared. ``seeds`` holds one seed per member of the
+    stack being trained (each member's batch order); the training engine sets it.
     """
 
     classes = CLASSES
@@ -68,7 +118,7 @@ class LetterDataModule(pl.LightningDataModule):
         norm_size: int = 32,
         batch_size: int = 8,
         eval_batch_size: int = 1024,
-        seed: int = 0,
+        seeds: Sequence[int] = (0,),
         cache_dir: str = "~/.cache/letters",
         steps_per_call: int = 1,
     ) -> None:
@@ -78,7 +128,7 @@ class LetterDataModule(pl.LightningDataModule):
         # Training chunks hold this many mini-batches; LetterClassifier steps through them.
         self.steps_per_call = steps_per_call
         self.eval_batch_size = eval_batch_size
-        self.seed = seed
+        self.seeds = list(seeds)
         self.cache_dir = os.path.expanduser(cache_dir)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -99,42 +149,36 @@ class LetterDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
-    def to(self, device: torch.device | str) -> LetterDataModule:
-        """Keep whole splits on the model's device so batches need no host-to-device copy."""
-        self.prepare()
-        self.splits = {
-            name: (inputs.to(device), labels.to(device))
-            for name, (inputs, labels) in self.splits.items()
-        }
-        return self
-
     @property
     def input_size(self) -> int:
         return self.norm_size * self.norm_size
 
-    def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one training epoch."""
         self.prepare()
-        inputs, labels = self.splits[split]
-        if not shuffle:
-            return TensorBatches(inputs, labels, self.eval_batch_size)
+        return math.ceil(len(self.splits["train"][1]) / self.batch_size)
+
+    def train_dataloader(self) -> MemberBatches:
+        self.prepare()
         trainer = self.trainer
-        return TensorBatches(
-            inputs,
-            labels,
-            self.batch_size * self.steps_per_call,
-            shuffle=True,
-            seed=self.seed,
+        return MemberBatches(
+            *self.splits["train"],
+            self.batch_size,
+            self.steps_per_call,
+            self.seeds,
             epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
         )
 
-    def train_dataloader(self) -> TensorBatches:
-        return self.batches("train", shuffle=True)
+    def evaluation_batches(self, split: str) -> TensorBatches:
+        self.prepare()
+        return TensorBatches(*self.splits[split], self.eval_batch_size)
 
     def val_dataloader(self) -> TensorBatches:
-        return self.batches("validation")
+        return self.evaluation_batches("validation")
 
     def test_dataloader(self) -> TensorBatches:
-        return self.batches("test")
+        return self.evaluation_batches("test")
 
     @property
     def name(self) -> str:

@@ -1,0 +1,89 @@
+"""Stacks: K runs of one configuration, differing only in per-member settings, trained at once.
+
+A stack is the unit of training. Its members share the data, the architecture, the optimizer
+kind, the batch size and the schedule; each has its own seed (initialisation, batch order,
+augmentation), init, learning rate, momentum and weight decay. A single run is a stack of one.
+This module holds what a member is, which jobs may share a stack, the per-epoch seeds, and how
+a stack's checkpoint becomes one member's ordinary one-member checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# The config keys that may differ between the members of one stack.
+MEMBER_KEYS: tuple[str, ...] = ("seed", "init", "lr", "momentum", "weight_decay")
+# The optimizer config repeats three of them (conf/optimizer/*.yaml: lr: ${lr}, ...).
+OPTIMIZER_MEMBER_KEYS: tuple[str, ...] = ("lr", "momentum", "weight_decay")
+
+# What a seed is used for in an epoch; each purpose draws from its own generator.
+ORDER, AUGMENT = 0, 1
+
+
+def epoch_seed(seed: int, epoch: int, purpose: int) -> int:
+    """The seed of one epoch's batch order or augmentation: a function of (seed, epoch) alone,
+    so a resumed run, or a member trained in a stack, sees exactly the batches it would see
+    trained alone from the start."""
+    return seed * 100_003 + purpose * 50_000 + epoch
+
+
+def member_settings(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """A job's per-member settings, as plain Python values (they go into checkpoints)."""
+    return {key: _plain(cfg[key]) for key in MEMBER_KEYS}
+
+
+def stack_key(cfg: DictConfig) -> str:
+    """Jobs whose configs give the same key may train as one stack: everything but the member
+    settings and where the job writes (its logger's directory) is equal."""
+    shared = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(shared, dict)
+    for key in MEMBER_KEYS:
+        shared.pop(key, None)
+    optimizer = shared.get("optimizer")
+    if isinstance(optimizer, dict):
+        for key in OPTIMIZER_MEMBER_KEYS:
+            optimizer.pop(key, None)
+    logger = shared.get("logger")
+    if isinstance(logger, dict):
+        logger.pop("save_dir", None)
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def member_checkpoint(
+    checkpoint: Mapping[str, Any], index: int, callback_key: str | None = None
+) -> dict[str, Any]:
+    """A stack's checkpoint (what Lightning's Trainer dumps) cut down to member ``index``: an
+    ordinary one-member checkpoint that letters.test, letters.predict and resume= read.
+
+    Every tensor of the model and the optimizer has the member dimension first; the module's
+    hyper-parameters and history, and ``callback_key``'s state, hold one entry per member.
+    """
+    from letters.optimizers import member_optimizer_state
+
+    one = dict(checkpoint)
+    one["state_dict"] = {
+        name: tensor[index : index + 1].clone() for name, tensor in checkpoint["state_dict"].items()
+    }
+    one["optimizer_states"] = [
+        member_optimizer_state(state, index) for state in checkpoint.get("optimizer_states", [])
+    ]
+    hyper_parameters = dict(checkpoint["hyper_parameters"])
+    hyper_parameters["members"] = [hyper_parameters["members"][index]]
+    one["hyper_parameters"] = hyper_parameters
+    if "history" in checkpoint:
+        one["history"] = [checkpoint["history"][index]]
+    if callback_key is not None and callback_key in checkpoint.get("callbacks", {}):
+        callbacks = dict(checkpoint["callbacks"])
+        callbacks[callback_key] = {
+            name: [values[index]] for name, values in callbacks[callback_key].items()
+        }
+        one["callbacks"] = callbacks
+    return one
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -1,0 +1,484 @@
+"""StackedOptimizer against torch.optim, one torch optimizer per member; masking, state dicts."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from letters.optimizers import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    StackedOptimizer,
+    member_optimizer_state,
+    schedule_factors,
+)
+
+K = 3
+SHAPES = ((K, 5, 4), (K, 5))
+STEPS = 25
+LRS = {
+    "sgd": [0.05, 0.01, 0.2],
+    "adam": [1e-3, 3e-3, 1e-2],
+    "adamw": [1e-3, 3e-3, 1e-2],
+    "adagrad": [1e-2, 5e-2, 0.1],
+    "rmsprop": [1e-3, 3e-3, 1e-2],
+    "adadelta": [1.0, 0.5, 2.0],
+}
+MOMENTA = [0.9, 0.0, 0.5]  # a member without momentum: torch's other code path
+WEIGHT_DECAYS = [0.0, 1e-2, 0.1]
+
+# Measured (torch 2.14.1, CPU, ATEN_CPU_CAPABILITY avx512, avx2 and default): the largest
+# difference to torch.optim, over every kind and schedule, parameters and state after 25
+# steps, is 0: each op rounds as torch's does. The tolerance leaves room for another
+# platform's or torch version's rounding (1 ulp a step accumulates to well under this).
+TOLERANCE = {"rtol": 1e-6, "atol": 1e-7}
+
+
+def random_run(seed: int = 0, steps: int = STEPS) -> tuple[list[torch.Tensor], list[list]]:
+    """Initial parameters and ``steps`` gradients for each (float32, seeded)."""
+    generator = torch.Generator().manual_seed(seed)
+    initial = [torch.randn(shape, generator=generator) for shape in SHAPES]
+    grads = [[torch.randn(shape, generator=generator) for shape in SHAPES] for _ in range(steps)]
+    return initial, grads
+
+
+def stacked(
+    kind: str, initial: list[torch.Tensor], schedule: str = "none", **settings
+) -> tuple[list[torch.Tensor], StackedOptimizer]:
+    params = [tensor.clone().requires_grad_() for tensor in initial]
+    optimizer = StackedOptimizer(
+        params,
+        kind,
+        LRS[kind],
+        MOMENTA,
+        WEIGHT_DECAYS,
+        schedule=schedule,
+        total_steps=STEPS,
+        **settings,
+    )
+    return params, optimizer
+
+
+def step(params: list[torch.Tensor], optimizer: torch.optim.Optimizer, grads: list) -> None:
+    for param, grad in zip(params, grads, strict=True):
+        param.grad = grad.clone()
+    optimizer.step()
+
+
+def torch_reference(kind: str, schedule: str, initial: list[torch.Tensor], member: int):
+    """Member ``member`` alone: torch.optim's single-tensor optimizer and scheduler."""
+    params = [tensor[member].clone().requires_grad_() for tensor in initial]
+    spec = OPTIMIZERS[kind]
+    arguments = {"lr": LRS[kind][member], "weight_decay": WEIGHT_DECAYS[member]}
+    if spec.takes_momentum:
+        arguments["momentum"] = MOMENTA[member]
+    optimizer = getattr(torch.optim, spec.torch_name)(params, foreach=False, **arguments)
+    scheduler = None
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=LRS[kind][member],
+            total_steps=STEPS,
+            pct_start=0.15,
+            cycle_momentum=spec.cycled is not None,
+        )
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=STEPS)
+    return params, optimizer, scheduler
+
+
+@pytest.mark.parametrize("schedule", SCHEDULERS)
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_matches_torch_per_member(kind: str, schedule: str) -> None:
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial, schedule)
+    references = [torch_reference(kind, schedule, initial, k) for k in range(K)]
+    for step_grads in grads:
+        step(params, optimizer, step_grads)
+        for k, (member_params, member_optimizer, scheduler) in enumerate(references):
+            step(member_params, member_optimizer, [grad[k] for grad in step_grads])
+            if scheduler is not None:
+                scheduler.step()
+    assert optimizer.param_groups[0]["schedule_step"] == STEPS
+    worst = 0.0
+    for k, (member_params, member_optimizer, _) in enumerate(references):
+        for param, member_param in zip(params, member_params, strict=True):
+            worst = max(worst, (param[k] - member_param).abs().max().item())
+            torch.testing.assert_close(param[k], member_param, **TOLERANCE)
+            for name, value in member_optimizer.state[member_param].items():
+                ours = optimizer.state[param][name][k]
+                if name != "step":
+                    worst = max(worst, (ours - value).abs().max().item())
+                torch.testing.assert_close(ours, value.to(ours.dtype), **TOLERANCE)
+    print(f"{kind} {schedule}: max abs difference to torch.optim {worst:.3g}")
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])  # sgd: its fast path stands aside
+def test_a_parameter_without_gradient_is_skipped_as_torch_does(kind: str) -> None:
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial)
+    references = [torch_reference(kind, "none", initial, k) for k in range(K)]
+    for index, step_grads in enumerate(grads):
+        missing = index % 4 == 1  # the bias has no gradient on some steps
+        for param, grad in zip(params, step_grads, strict=True):
+            param.grad = grad.clone()
+        if missing:
+            params[1].grad = None
+        optimizer.step()
+        for k, (member_params, member_optimizer, _) in enumerate(references):
+            for param, grad in zip(member_params, step_grads, strict=True):
+                param.grad = grad[k].clone()
+            if missing:
+                member_params[1].grad = None
+            member_optimizer.step()
+    for k, (member_params, member_optimizer, _) in enumerate(references):
+        for param, member_param in zip(params, member_params, strict=True):
+            torch.testing.assert_close(param[k], member_param, **TOLERANCE)
+            if kind == "adam":
+                step_count = member_optimizer.state[member_param]["step"]
+                assert optimizer.state[param]["step"][k] == step_count
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "none"])  # none: the static coefficients
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+@pytest.mark.parametrize("eps", [None, 0.0])
+def test_frozen_member_is_untouched_and_others_unaffected(
+    kind: str, eps: float | None, schedule: str
+) -> None:
+    """Member 1 is frozen after 5 steps and then gets NaN/inf gradients: its parameters and
+    state stay bit-for-bit, and members 0 and 2 stay bit-for-bit those of an unmasked run."""
+    if eps is not None and kind == "sgd":
+        pytest.skip("sgd has no eps")
+    settings = {} if eps is None else {"eps": eps}
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial, schedule, **settings)
+    free_params, free_optimizer = stacked(kind, initial, schedule, **settings)
+    for index, step_grads in enumerate(grads):
+        if index == 5:
+            optimizer.active.logical_and_(torch.tensor([True, False, True]))
+            frozen_params = [param[1].clone() for param in params]
+            frozen_state = [
+                {name: value[1].clone() for name, value in optimizer.state[param].items()}
+                for param in params
+            ]
+        masked_grads = [grad.clone() for grad in step_grads]
+        if index >= 5:
+            for grad in masked_grads:
+                grad[1] = float("nan")
+                grad[1].view(-1)[0] = float("inf")
+        step(params, optimizer, masked_grads)
+        step(free_params, free_optimizer, step_grads)
+    for i, (param, free_param) in enumerate(zip(params, free_params, strict=True)):
+        assert torch.equal(param[1], frozen_params[i])
+        for name, value in optimizer.state[param].items():
+            assert torch.equal(value[1], frozen_state[i][name]), name
+        for k in (0, 2):
+            assert torch.equal(param[k], free_param[k])
+            for name, value in optimizer.state[param].items():
+                assert torch.equal(value[k], free_optimizer.state[free_param][name][k]), name
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_never_active_member_stays_put(kind: str) -> None:
+    """A member frozen from the start (no state yet, step 0: Adam's 1 - beta1**0 == 0)."""
+    initial, grads = random_run(steps=3)
+    params, optimizer = stacked(kind, initial)
+    optimizer.active[2] = False
+    for step_grads in grads:
+        step(params, optimizer, step_grads)
+    for param, start in zip(params, initial, strict=True):
+        assert torch.equal(param[2], start[2])
+        assert all(torch.isfinite(value).all() for value in optimizer.state[param].values())
+
+
+def saved(state_dict: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer)
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_state_dict_round_trip(kind: str) -> None:
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial, "onecycle")
+    for step_grads in grads[:5]:
+        step(params, optimizer, step_grads)
+    optimizer.active[0] = False
+    state = saved(optimizer.state_dict())
+    assert state["param_groups"][0]["schedule_step"] == 5
+    assert state["param_groups"][0]["active"] == [False, True, True]
+
+    resumed_params = [param.detach().clone().requires_grad_() for param in params]
+    resumed = StackedOptimizer(resumed_params, kind, [1.0] * K, [0.0] * K, [0.0] * K)
+    resumed.load_state_dict(state)
+    assert resumed.active.tolist() == [False, True, True]
+    assert resumed.param_groups[0]["lr"] == LRS[kind]
+    for step_grads in grads[5:]:
+        step(params, optimizer, step_grads)
+        step(resumed_params, resumed, step_grads)
+    for param, resumed_param in zip(params, resumed_params, strict=True):
+        assert torch.equal(param, resumed_param)
+        for name, value in optimizer.state[param].items():
+            assert torch.equal(value, resumed.state[resumed_param][name]), name
+
+
+@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+def test_member_state_continues_like_the_member(kind: str) -> None:
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial, "cosine")
+    for step_grads in grads[:5]:
+        step(params, optimizer, step_grads)
+    state = saved(optimizer.state_dict())
+    snapshot = [param.detach().clone() for param in params]
+    for step_grads in grads[5:10]:
+        step(params, optimizer, step_grads)
+    for member in range(K):
+        member_state = member_optimizer_state(state, member)
+        group = member_state["param_groups"][0]
+        assert group["lr"] == [LRS[kind][member]]
+        assert group["momentum"] == [MOMENTA[member]]
+        assert group["weight_decay"] == [WEIGHT_DECAYS[member]]
+        assert group["schedule_step"] == 5
+        for tensors in member_state["state"].values():
+            assert all(value.shape[0] == 1 for value in tensors.values())
+        # A stack of one, built with other hyper-parameters: the loaded state decides.
+        alone_params = [param[member : member + 1].clone().requires_grad_() for param in snapshot]
+        alone = StackedOptimizer(alone_params, kind, [1.0], [0.0], [0.0])
+        alone.load_state_dict(member_state)
+        for step_grads in grads[5:10]:
+            step(alone_params, alone, [grad[member : member + 1] for grad in step_grads])
+        for param, alone_param in zip(params, alone_params, strict=True):
+            assert torch.equal(param[member : member + 1], alone_param)
+            for name, value in optimizer.state[param].items():
+                if name == "momentum_buffer" and MOMENTA[member] == 0:
+                    continue  # rmsprop's scratch for a member without momentum
+                assert torch.equal(value[member : member + 1], alone.state[alone_param][name])
+
+
+def test_schedule_factors_follow_torch_schedulers() -> None:
+    total = 40
+    parameter = torch.zeros(1, requires_grad=True)
+    onecycle_optimizer = torch.optim.SGD([parameter], lr=1.0, momentum=0.9)
+    onecycle = torch.optim.lr_scheduler.OneCycleLR(
+        onecycle_optimizer, max_lr=1.0, total_steps=total, pct_start=0.15
+    )
+    cosine_optimizer = torch.optim.SGD([parameter], lr=1.0)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(cosine_optimizer, T_max=total)
+    for index in range(total):
+        factor, momentum = schedule_factors("onecycle", index, total)
+        group = onecycle_optimizer.param_groups[0]
+        assert factor == pytest.approx(group["lr"], rel=1e-12, abs=1e-15)
+        assert momentum == pytest.approx(group["momentum"], rel=1e-12)
+        factor, momentum = schedule_factors("cosine", index, total)
+        assert factor == pytest.approx(cosine_optimizer.param_groups[0]["lr"], abs=1e-12)
+        assert momentum is None
+        assert schedule_factors("none", index, total) == (1.0, None)
+        onecycle_optimizer.step()
+        onecycle.step()
+        cosine_optimizer.step()
+        cosine.step()
+    with pytest.raises(ValueError, match="total steps"):
+        schedule_factors("onecycle", total + 1, total)
+
+
+def test_registry() -> None:
+    assert list(OPTIMIZERS) == ["sgd", "adam", "adamw", "adagrad", "rmsprop", "adadelta"]
+    assert [name for name, kind in OPTIMIZERS.items() if kind.takes_momentum] == [
+        "sgd",
+        "rmsprop",
+    ]
+    for kind in OPTIMIZERS.values():
+        assert hasattr(torch.optim, kind.torch_name)
+    assert SCHEDULERS == ("none", "onecycle", "cosine")
+
+
+def make(kind: str = "adam", **settings) -> StackedOptimizer:
+    params = [torch.zeros(shape, requires_grad=True) for shape in SHAPES]
+    lr = settings.pop("lr", [1e-3] * K)
+    return StackedOptimizer(params, kind, lr, [0.9] * K, [0.0] * K, **settings)
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "message"),
+    [
+        ("lion", {}, "'lion' is not one of: sgd, adam"),
+        ("sgd", {"nesterov": True}, "does not support nesterov=True"),
+        ("adam", {"amsgrad": True, "maximize": True}, "amsgrad=True, maximize=True"),
+        ("rmsprop", {"centered": True}, "does not support centered=True"),
+        ("sgd", {"dampening": 0.1}, "does not support dampening=0.1"),
+        ("adam", {"fused": True}, "does not support fused=True"),
+        ("sgd", {"betas": (0.9, 0.99)}, "takes no setting betas"),
+        ("adagrad", {"alpha": 0.9}, "takes no setting alpha"),
+        ("adamw", {"decoupled_weight_decay": True}, "takes no setting decoupled_weight_decay"),
+        ("adam", {"betas": (0.9, 1.0)}, "betas="),
+        ("rmsprop", {"eps": -1.0}, "eps=-1.0 must be a number >= 0"),
+        ("adadelta", {"rho": 1.5}, "rho=1.5"),
+        ("adam", {"schedule": "step"}, "schedule must be one of"),
+        ("adam", {"total_steps": 0}, "total_steps=0"),
+        ("adam", {"lr": [1e-3, 1e-3]}, "one value per member"),
+        ("adam", {"lr": [1e-3, -1.0, 1e-3]}, "lr="),
+    ],
+)
+def test_rejects_what_it_does_not_do(kind: str, settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make(kind, **settings)
+
+
+def test_accepts_torch_defaults_and_settings() -> None:
+    make("sgd", nesterov=False, dampening=0, maximize=False, foreach=None)
+    make("sgd", dampening=0.0, foreach=False, fused=False, differentiable=False)
+    optimizer = make("adam", betas=[0.8, 0.99], eps=1e-6, amsgrad=False)
+    assert optimizer.param_groups[0]["betas"] == (0.8, 0.99)
+    make("adagrad", lr_decay=0.01, initial_accumulator_value=0.1, eps=1e-9)
+
+
+def test_rejects_parameters_without_the_member_dimension() -> None:
+    with pytest.raises(ValueError, match="leading dimension K=3"):
+        StackedOptimizer([torch.zeros(2, 4)], "sgd", [0.1] * K, [0.0] * K, [0.0] * K)
+
+
+def test_rejects_a_state_of_another_kind() -> None:
+    adam = make("adam")
+    with pytest.raises(ValueError, match="cannot load the state of a 'sgd' optimizer"):
+        adam.load_state_dict(make("sgd").state_dict())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("kind", "schedule"), [("adam", "onecycle"), ("sgd", "none")])
+def test_cuda_load_from_cpu_and_no_host_sync(kind: str, schedule: str) -> None:
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial, schedule)
+    for step_grads in grads[:5]:
+        step(params, optimizer, step_grads)
+    cuda_params = [param.detach().cuda().requires_grad_() for param in params]
+    cuda = StackedOptimizer(cuda_params, kind, [1.0] * K, [0.0] * K, [0.0] * K)
+    cuda.load_state_dict(saved(optimizer.state_dict()))
+    losses = torch.zeros(K, device="cuda")
+    for state in cuda.state.values():
+        assert all(value.is_cuda for value in state.values())
+    assert cuda.active.is_cuda
+    cuda.active[1] = False
+    optimizer.active[1] = False
+    cuda_grads = [[grad.cuda() for grad in step_grads] for step_grads in grads[5:]]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step_grads in cuda_grads:
+            for param, grad in zip(cuda_params, step_grads, strict=True):
+                param.grad = grad.clone()
+            cuda.step(losses=losses)
+            cuda.zero_grad()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for step_grads in grads[5:]:
+        step(params, optimizer, step_grads)
+    for param, cuda_param in zip(params, cuda_params, strict=True):
+        torch.testing.assert_close(cuda_param.cpu(), param, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "schedule"), [("rmsprop", "onecycle"), ("sgd", "none")])
+def test_deepcopy_continues_alike(kind: str, schedule: str) -> None:
+    initial, grads = random_run(steps=6)
+    params, optimizer = stacked(kind, initial, schedule)
+    for step_grads in grads[:3]:
+        step(params, optimizer, step_grads)
+    optimizer.active[2] = False
+    twin = copy.deepcopy(optimizer)
+    twin_params = twin.param_groups[0]["params"]
+    assert twin.active.tolist() == [True, True, False]
+    for step_grads in grads[3:]:
+        step(params, optimizer, step_grads)
+        step(twin_params, twin, step_grads)
+    for param, twin_param in zip(params, twin_params, strict=True):
+        assert torch.equal(param, twin_param)
+
+
+def test_step_losses_freeze_the_members_whose_loss_is_not_finite() -> None:
+    """step(losses=...) is ``active &= isfinite(losses)`` then the step."""
+    initial, grads = random_run(steps=6)
+    params, optimizer = stacked("sgd", initial)
+    manual_params, manual = stacked("sgd", initial)
+    nan, inf = float("nan"), float("inf")
+    schedule = [[1.0, 2.0, 3.0], [1.0, nan, 3.0], [1.0, 2.0, 3.0], [-inf, 2.0, 3.0]]
+    for index, step_grads in enumerate(grads):
+        losses = torch.tensor(schedule[min(index, len(schedule) - 1)])
+        for param, grad in zip(params, step_grads, strict=True):
+            param.grad = grad.clone()
+        optimizer.step(losses=losses)
+        manual.active.logical_and_(torch.isfinite(losses))
+        step(manual_params, manual, step_grads)
+    assert optimizer.active.tolist() == [False, False, True]
+    for param, manual_param in zip(params, manual_params, strict=True):
+        assert torch.equal(param, manual_param)
+    assert optimizer.param_groups[0]["schedule_step"] == len(grads)
+
+
+def test_step_zeroes_the_frozen_members_gradients_only() -> None:
+    """Without weight decay sgd masks the gradients in place: the frozen members' slices
+    become +0.0, the active members' keep their bits."""
+    initial, grads = random_run(steps=3)
+    params = [tensor.clone().requires_grad_() for tensor in initial]
+    optimizer = StackedOptimizer(params, "sgd", LRS["sgd"], MOMENTA, [0.0] * K)
+    optimizer.active[1] = False
+    for step_grads in grads:
+        for param, grad in zip(params, step_grads, strict=True):
+            param.grad = grad.clone()
+            param.grad[1] = float("nan")
+        optimizer.step()
+        for param, grad in zip(params, step_grads, strict=True):
+            assert torch.equal(param.grad[0], grad[0]) and torch.equal(param.grad[2], grad[2])
+            assert torch.equal(param.grad[1], torch.zeros_like(grad[1]))
+    for param, start in zip(params, initial, strict=True):
+        assert torch.equal(param[1], start[1])
+
+
+def test_step_hooks_and_profiler_still_run() -> None:
+    """step() skips torch's step wrapper only when it would do nothing."""
+    initial, grads = random_run(steps=4)
+    params, optimizer = stacked("sgd", initial)
+    calls = []
+    handles = [
+        optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre")),
+        optimizer.register_step_post_hook(lambda opt, args, kwargs: calls.append("post")),
+        register_optimizer_step_pre_hook(lambda opt, args, kwargs: calls.append("global pre")),
+    ]
+    step(params, optimizer, grads[0])
+    step(params, optimizer, grads[1])
+    assert calls == ["global pre", "pre", "post"] * 2
+    for handle in handles:
+        handle.remove()
+    step(params, optimizer, grads[2])
+    assert len(calls) == 6
+    with torch.autograd.profiler.profile() as profile:
+        step(params, optimizer, grads[3])
+        optimizer.zero_grad()
+    names = {event.name for event in profile.function_events}
+    assert "Optimizer.step#StackedOptimizer.step" in names
+    assert "Optimizer.zero_grad#StackedOptimizer.zero_grad" in names
+    assert all(param.grad is None for param in params)
+    assert optimizer.param_groups[0]["schedule_step"] == 4
+
+
+def test_load_state_dict_after_fast_steps() -> None:
+    """A load replaces the state the sgd fast path had bound."""
+    initial, grads = random_run(steps=10)
+    params, optimizer = stacked("sgd", initial)
+    other_params, other = stacked("sgd", initial)
+    for step_grads in grads[:5]:
+        step(params, optimizer, step_grads)
+    for step_grads in grads[5:8]:
+        step(other_params, other, step_grads)
+    with torch.no_grad():
+        for param, other_param in zip(params, other_params, strict=True):
+            other_param.copy_(param)
+    other.load_state_dict(saved(optimizer.state_dict()))
+    for step_grads in grads[5:]:
+        step(params, optimizer, step_grads)
+        step(other_params, other, step_grads)
+    for param, other_param in zip(params, other_params, strict=True):
+        assert torch.equal(param, other_param)
