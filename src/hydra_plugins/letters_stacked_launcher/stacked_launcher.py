@@ -1,0 +1,321 @@
+"""``hydra/launcher=stacked``: train the compatible jobs of a multirun together, as one stack.
+
+A task function that supports stacking carries an attribute ``stacking`` (letters.train's
+does) with ``prepare(cfg) -> Job | float``, ``key(job) -> str``, ``train(jobs) -> list[float]``
+and ``record_failure(job_or_run_dir, error)``. The launcher then works in three phases:
+
+1. Each job in turn goes through Hydra's ``run_job``, exactly as with the basic launcher, but
+   with a task function that only calls ``stacking.prepare``: every job gets its directory,
+   ``.hydra/`` and its job log, and its config is validated and resolved. A job whose config
+   is bad comes back as a float (its failed score, already recorded by ``prepare``).
+2. The prepared jobs are grouped by ``stacking.key`` (in order of first appearance), each group
+   is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack.
+   Meanwhile each job's log file (``train.log``) receives the records about it: those without
+   a ``member`` attribute (about the whole stack) and those whose ``member`` is its index in
+   the stack; the console shows every record, as the job's logging config would.
+3. Each job's ``JobReturn`` gets its value from ``train``.
+
+A task function without ``stacking`` (any ordinary Hydra app) is run job after job exactly as
+Hydra's basic launcher runs it.
+
+Limitations:
+
+* Hydra's callbacks ``on_job_start`` and ``on_job_end`` fire inside ``run_job`` in phase 1,
+  around ``prepare``: ``on_job_end`` sees the prepared ``Job`` as the return value, before any
+  training, not the job's final score. Sweepers get the final scores (they read ``launch``'s
+  return value).
+* During training, ``HydraConfig``, the environment (``hydra.job.env_set``) and the console's
+  logging config are those of the first job of the stack; the working directory is the
+  launcher's even with ``hydra.job.chdir=true`` (the engine uses each ``Job.run_dir``).
+
+This module is imported whenever any Hydra app starts (plugin discovery): it must import
+nothing but Hydra, OmegaConf and the standard library. Hydra's plugin scanner executes it
+before registering it in ``sys.modules``, so its dataclasses must not use string annotations
+(no ``from __future__ import annotations``).
+"""
+
+import functools
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+    configure_log,
+    env_override,
+    filter_overrides,
+    run_job,
+    setup_globals,
+)
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+# The value of a job whose stack failed for a reason other than the job itself (a bug): the
+# lowest accuracy, as the engine returns for a failed or diverged job.
+FAILED_SCORE = 0.0
+
+
+class MemberFilter(logging.Filter):
+    """Lets through the records about every member of a stack (no ``member`` attribute) and
+    those about one member (``record.member == member``)."""
+
+    def __init__(self, member: int) -> None:
+        super().__init__()
+        self.member = member
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        member = getattr(record, "member", None)
+        return member is None or member == self.member
+
+
+@dataclass
+class LogSetup:
+    """The root logger as Hydra's job logging set it up while a job's task function ran."""
+
+    level: int
+    handlers: list[logging.Handler]
+
+    @classmethod
+    def capture(cls) -> "LogSetup":
+        root = logging.getLogger()
+        return cls(root.level, list(root.handlers))
+
+    def console(self) -> tuple[list[logging.Handler], list[logging.Handler]]:
+        """Handlers that show every record as the job's console did, and those of them made
+        here (to close afterwards). Plain stream handlers are made anew (Hydra closed the
+        job's when it reconfigured logging); other kinds of handler are reused as they are."""
+        handlers: list[logging.Handler] = []
+        made: list[logging.Handler] = []
+        for handler in self.handlers:
+            if isinstance(handler, logging.FileHandler):
+                continue
+            if type(handler) is logging.StreamHandler:
+                copy = logging.StreamHandler(handler.stream)
+                copy.terminator = handler.terminator
+                _copy_settings(handler, copy)
+                made.append(copy)
+                handler = copy
+            handlers.append(handler)
+        return handlers, made
+
+    def files(self, member: int) -> list[logging.Handler]:
+        """The job's log files, appended to in their format, for the records of ``member``."""
+        handlers: list[logging.Handler] = []
+        for handler in self.handlers:
+            if not isinstance(handler, logging.FileHandler):
+                continue
+            copy = logging.FileHandler(
+                handler.baseFilename,
+                mode="a",
+                encoding=handler.encoding,
+                delay=True,
+                errors=getattr(handler, "errors", None),
+            )
+            _copy_settings(handler, copy)
+            copy.addFilter(MemberFilter(member))
+            handlers.append(copy)
+        return handlers
+
+
+def _copy_settings(source: logging.Handler, target: logging.Handler) -> None:
+    target.setLevel(source.level)
+    target.setFormatter(source.formatter)
+    for one in source.filters:
+        target.addFilter(one)
+
+
+@dataclass
+class Member:
+    """A prepared job: its number in the sweep, what run_job returned, the engine's Job and
+    the logging its task function ran under."""
+
+    num: int
+    job_return: JobReturn
+    job: Any
+    logs: LogSetup
+
+
+@contextmanager
+def stack_logging(stack: Sequence[Member]) -> Iterator[None]:
+    """Route the records emitted while ``stack`` trains: all to the console, each job's to its
+    log files; put the root logger back as it was afterwards."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    console, made = stack[0].logs.console()
+    files = [handler for i, member in enumerate(stack) for handler in member.logs.files(i)]
+    made += files
+    for handler in saved_handlers:
+        root.removeHandler(handler)
+    for handler in console + files:
+        root.addHandler(handler)
+    root.setLevel(stack[0].logs.level)
+    try:
+        yield
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in made:
+            handler.flush()
+            handler.close()
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
+
+
+def is_score(value: Any) -> bool:
+    """Whether what ``prepare`` returned is a (failed) score rather than a Job."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, max_stack: int = 64) -> None:
+        if isinstance(max_stack, bool) or not isinstance(max_stack, int) or max_stack < 1:
+            raise ValueError(f"hydra.launcher.max_stack={max_stack!r}: must be an integer >= 1")
+        self.max_stack = max_stack
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(
+        self,
+        *,
+        hydra_context: HydraContext,
+        task_function: TaskFunction,
+        config: DictConfig,
+    ) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None
+        assert self.hydra_context is not None
+        assert self.task_function is not None
+
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        stacking = getattr(self.task_function, "stacking", None)
+        original_hydra_cfg = HydraConfig.instance().cfg
+        try:
+            if stacking is None:
+                log.info(f"Launching {len(job_overrides)} jobs locally")
+                task_function = self.task_function
+                return self.run_jobs(job_overrides, initial_job_idx, lambda _: task_function)
+            log.info(
+                f"Launching {len(job_overrides)} jobs locally, stacked (max_stack={self.max_stack})"
+            )
+            return self.launch_stacked(stacking, job_overrides, initial_job_idx)
+        finally:
+            HydraConfig.instance().cfg = original_hydra_cfg
+
+    def run_jobs(
+        self,
+        job_overrides: Sequence[Sequence[str]],
+        initial_job_idx: int,
+        task_for: Callable[[int], TaskFunction],
+    ) -> list[JobReturn]:
+        """Run each job in turn through Hydra's run_job, with ``task_for(position)``."""
+        assert self.config is not None
+        assert self.hydra_context is not None
+        runs: list[JobReturn] = []
+        for position, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + position
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(
+                self.config, list(overrides)
+            )
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            HydraConfig.instance().set_config(sweep_config)
+            runs.append(
+                run_job(
+                    hydra_context=self.hydra_context,
+                    task_function=task_for(position),
+                    config=sweep_config,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return runs
+
+    def launch_stacked(
+        self, stacking: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> list[JobReturn]:
+        assert self.task_function is not None
+        logs: dict[int, LogSetup] = {}
+
+        def task_for(position: int) -> TaskFunction:
+            @functools.wraps(self.task_function)  # type: ignore[arg-type]
+            def prepare(task_cfg: DictConfig) -> Any:
+                logs[position] = LogSetup.capture()
+                return stacking.prepare(task_cfg)
+
+            return prepare
+
+        # Phase 1: directories, .hydra/, job logs; validate and resolve each job's config.
+        runs = self.run_jobs(job_overrides, initial_job_idx, task_for)
+
+        # Phase 2: group the prepared jobs and train each stack.
+        groups: dict[str, list[Member]] = {}
+        for position, job_return in enumerate(runs):
+            if job_return.status != JobStatus.COMPLETED or is_score(job_return.return_value):
+                continue  # prepare raised, or recorded the failure and returned its score
+            member = Member(
+                initial_job_idx + position, job_return, job_return.return_value, logs[position]
+            )
+            try:
+                key = stacking.key(member.job)
+            except Exception as error:
+                log.exception(f"job {member.num}: stacking.key failed")
+                self.record_failures(stacking, [member], error)
+                continue
+            groups.setdefault(key, []).append(member)
+        for group in groups.values():
+            for start in range(0, len(group), self.max_stack):
+                self.train_stack(stacking, group[start : start + self.max_stack])
+        # Phase 3: train_stack has put each job's value into its JobReturn.
+        return runs
+
+    def train_stack(self, stacking: Any, stack: list[Member]) -> None:
+        nums = ",".join(str(member.num) for member in stack)
+        log.info(f"stack of {len(stack)}: jobs {nums}")
+        first = stack[0].job_return.hydra_cfg
+        assert first is not None
+        HydraConfig.instance().cfg = first  # type: ignore[assignment]
+        with stack_logging(stack), env_override(first.hydra.job.env_set):
+            try:
+                values = list(stacking.train([member.job for member in stack]))
+                if len(values) != len(stack):
+                    raise RuntimeError(
+                        f"stacking.train returned {len(values)} values for {len(stack)} jobs"
+                    )
+            except Exception as error:
+                log.exception(f"stack of {len(stack)} (jobs {nums}) failed")
+                self.record_failures(stacking, stack, error)
+                values = [FAILED_SCORE] * len(stack)
+        for member, value in zip(stack, values, strict=True):
+            member.job_return.return_value = value
+            member.job_return.status = JobStatus.COMPLETED
+
+    @staticmethod
+    def record_failures(stacking: Any, members: list[Member], error: BaseException) -> None:
+        for member in members:
+            member.job_return.return_value = FAILED_SCORE
+            member.job_return.status = JobStatus.COMPLETED
+            try:
+                stacking.record_failure(member.job, error)
+            except Exception:
+                log.exception(f"job {member.num}: stacking.record_failure failed")
