@@ -3,11 +3,12 @@
     python scripts/benchmark.py [--data DIR] [--device cpu|cuda] [--repetitions 5] [--epochs 3]
 
 Alternates repetitions of (a) a minimal PyTorch loop with nn.Linear and F.cross_entropy,
-(b) the same loop on letters.autograd's Functions, (c) letters' LightningModule and Trainer as
-letters.train configures them; prints per-step and per-epoch times (median and spread over
-repetitions) and the ratios b/a and c/a, at batch sizes 8 and 256. Then times whole processes:
-`python -m letters.train` with the reference recipe (start-up included), its start-up up to the
-first training step, and `python -m letters.train --help`.
+(b) the same loop on letters.autograd's Functions (a stack of one), (c) letters' engine as
+letters.train builds it; prints per-step and per-epoch times (median and spread over
+repetitions) and the ratios b/a and c/a, at batch sizes 8 and 256. Then the per-step time of a
+stack of K members against K (--stack-sizes), and whole processes: `python -m letters.train
+--help`, start-up to the first training step, one run of the momentum table's recipe and the
+whole table over three seeds with hydra/launcher=stacked.
 """
 
 from __future__ import annotations
@@ -50,10 +51,15 @@ def letters_model(hidden: int) -> nn.Module:
     return MLP(1024, 26, [hidden], "relu", "normal")
 
 
-def loop_epochs(model, loss_fn, inputs, labels, batch_size, epochs, device) -> list[float]:
-    """A minimal training loop: the whole split on the device, one permutation per epoch."""
+def loop_epochs(
+    model, loss_fn, inputs, labels, batch_size, epochs, device, members: bool = False
+) -> list[float]:
+    """A minimal training loop: the whole split on the device, one permutation per epoch.
+    ``members``: batches get a leading member dimension of 1, as a stack of one sees them."""
     model = model.to(device)
     inputs, labels = inputs.to(device), labels.to(device)
+    if members:
+        inputs, labels = inputs.unsqueeze(0), labels.unsqueeze(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=5e-4, momentum=0.9)
     times = []
     for epoch in range(epochs):
@@ -61,13 +67,16 @@ def loop_epochs(model, loss_fn, inputs, labels, batch_size, epochs, device) -> l
         start = time.perf_counter()
         generator = torch.Generator().manual_seed(epoch)
         order = torch.randperm(len(labels), generator=generator).to(device)
-        shuffled_inputs, shuffled_labels = inputs.index_select(0, order), labels[order]
-        for first in range(0, len(labels), batch_size):
-            x = shuffled_inputs[first : first + batch_size]
-            y = shuffled_labels[first : first + batch_size]
+        rows = inputs.shape[-2] if members else len(inputs)
+        dim = 1 if members else 0
+        shuffled_inputs = inputs.index_select(dim, order)
+        shuffled_labels = labels.index_select(dim, order)
+        for first in range(0, rows, batch_size):
+            x = shuffled_inputs.narrow(dim, first, min(batch_size, rows - first))
+            y = shuffled_labels.narrow(dim, first, min(batch_size, rows - first))
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
-            loss.backward()
+            loss.sum().backward()
             optimizer.step()
         synchronize(device)
         times.append(time.perf_counter() - start)
@@ -79,45 +88,48 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def lightning_epochs(data, batch_size, epochs, device) -> list[float]:
-    """letters' LightningModule and Trainer, configured by letters.train's own code."""
+def lightning_epochs(
+    data, batch_size, epochs, device, members: int = 1, hidden: int = 64
+) -> list[float]:
+    """letters' engine as letters.train builds it (letters.train.build): a stack of
+    ``members`` runs of the 1024-``hidden``-26 recipe that differ in their seeds."""
     import logging
 
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, open_dict
 
-    from letters.module import LetterClassifier
-    from letters.train import build_trainer, quiet_lightning
+    from letters.train import Job, build
 
-    quiet_lightning()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-    run_dir = Path(tempfile.mkdtemp(prefix="letters-benchmark-"))
-    overrides = [
-        f"batch_size={batch_size}",
-        f"epochs={epochs}",
-        f"val_interval={epochs + 1}",
-        "hidden_sizes=[64]",
-        f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
-        "trainer.enable_progress_bar=false",
-        f"hydra.run.dir={run_dir}",
-    ]
-    with initialize_config_dir(str(REPOSITORY / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    data.batch_size, data.steps_per_call = batch_size, cfg.steps_per_call
-    model = LetterClassifier(
-        norm_size=32,
-        hidden_sizes=[64],
-        batch_size=batch_size,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-    )
-    cfg.logger.save_dir = str(run_dir)
-    trainer, _ = build_trainer(cfg, run_dir, instantiate(cfg.logger))
+    logging.getLogger("letters").setLevel(logging.WARNING)
+    jobs = []
+    for seed in range(members):
+        run_dir = Path(tempfile.mkdtemp(prefix="letters-benchmark-"))
+        overrides = [
+            f"batch_size={batch_size}",
+            f"epochs={epochs}",
+            f"val_interval={epochs + 1}",
+            f"hidden_sizes=[{hidden}]",
+            f"seed={seed}",
+            f"trainer.accelerator={'gpu' if device.startswith('cuda') else 'cpu'}",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        ]
+        with initialize_config_dir(str(REPOSITORY / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(run_dir)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        jobs.append(Job(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), run_dir))
+    stack = build(jobs)
+    stack.data = data
+    data.batch_size, data.steps_per_call = batch_size, jobs[0].cfg.steps_per_call
     timer = EpochTimer(device)
-    trainer.callbacks.append(timer)
-    trainer.fit(model, datamodule=data)
+    stack.trainer.callbacks.append(timer)
+    stack.trainer.fit(stack.model, datamodule=data)
     return timer.times
 
 
@@ -169,7 +181,11 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-sizes", default="8,256")
+    parser.add_argument("--stack-sizes", default="1,5,15,50")
+    parser.add_argument("--stack-hidden", type=int, default=32)
+    parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--skip-processes", action="store_true")
+    parser.add_argument("--table-repetitions", type=int, default=3)
     args = parser.parse_args()
 
     global EpochTimer
@@ -190,7 +206,8 @@ def main() -> None:
         return cross_entropy(logits, targets, "sum")
 
     names = {"a": "plain PyTorch loop", "b": "loop on letters.autograd", "c": "letters Lightning"}
-    for batch_size in (int(size) for size in args.batch_sizes.split(",")):
+    batch_sizes = [] if args.skip_steps else [int(size) for size in args.batch_sizes.split(",")]
+    for batch_size in batch_sizes:
         steps = -(-len(labels) // batch_size)
         # Per repetition, the median epoch of each variant; a, b and c of one repetition run
         # back to back, so their ratios are paired and insensitive to slow drifts of the host.
@@ -215,6 +232,7 @@ def main() -> None:
                     batch_size,
                     args.epochs,
                     args.device,
+                    members=True,
                 ),
                 "c": lightning_epochs(data, batch_size, args.epochs, args.device),
             }
@@ -237,23 +255,76 @@ def main() -> None:
                 f"  {top}/a = {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
             )
 
+    stack_sizes = [int(size) for size in args.stack_sizes.split(",") if size]
+    if stack_sizes:
+        stack_steps(data, stack_sizes, args)
     if args.skip_processes or not args.data.is_dir():
         return
+    whole_processes(args)
+
+
+def stack_steps(data, sizes: list[int], args) -> None:
+    """Per-step time of a stack of K members (seeds 0..K-1) against K, at batch 8: the engine
+    as letters.train builds it, medians over repetitions, ratios to K = 1 paired per
+    repetition."""
+    steps = -(-len(data.splits["train"][1]) // 8)
+    per_size: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(args.repetitions):
+        for size in sizes:
+            epochs = lightning_epochs(
+                data, 8, args.epochs, args.device, members=size, hidden=args.stack_hidden
+            )
+            per_size[size].append(statistics.median(epochs) / steps)
+    print(
+        f"\nstacks at batch 8, 1024-{args.stack_hidden}-26, SGD: per optimizer step of the whole "
+        f"stack, median of {args.repetitions} repetitions x {args.epochs} epochs"
+    )
+    print("| K | ms per step | per member | x K=1 |\n|---|---|---|---|")
+    base = per_size[sizes[0]]
+    for size, times in per_size.items():
+        ratios = [t / b for t, b in zip(times, base, strict=True)]
+        median = statistics.median(times)
+        print(
+            f"| {size} | {1000 * median:.3f} | {1000 * median / size:.3f} | "
+            f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+
+
+def whole_processes(args) -> None:
+    """Whole commands as users type them: start-up, one run, and the momentum table over three
+    seeds as one stack (hydra/launcher=stacked), pictures on."""
+    root = args.data.resolve()
+    data = ["data=list", f"data.root={root}", "trainer.enable_progress_bar=false"]
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        train = [
-            "-m",
-            "letters.train",
-            "data=list",
-            f"data.root={args.data.resolve()}",
-            "pictures=false",
-            "trainer.enable_progress_bar=false",
-        ]
         help_seconds = [process_seconds(["-m", "letters.train", "--help"], work) for _ in range(3)]
         first_step = [
-            process_seconds([*train, "epochs=1"], work, marker="training starts") for _ in range(3)
+            process_seconds(
+                ["-m", "letters.train", *data, "epochs=1", "pictures=false"],
+                work,
+                marker="training starts",
+            )
+            for _ in range(3)
         ]
-        whole = process_seconds(train, work)
+        single, table = [], []
+        for _ in range(args.table_repetitions):
+            single.append(
+                process_seconds(["-m", "letters.train", *data, "experiment=momentum_table"], work)
+            )
+            table.append(
+                process_seconds(
+                    [
+                        "-m",
+                        "letters.train",
+                        "-m",
+                        *data,
+                        "experiment=momentum_table",
+                        "seed=1,2,3",
+                        "hydra/launcher=stacked",
+                    ],
+                    work,
+                )
+            )
     print(
         f"\n`python -m letters.train --help`: {statistics.median(help_seconds):.2f} s (median of 3)"
     )
@@ -261,7 +332,15 @@ def main() -> None:
         f"start of `python -m letters.train` to its first training step: "
         f"{statistics.median(first_step):.2f} s (median of 3, data cached)"
     )
-    print(f"`python -m letters.train data=list` reference recipe, whole process: {whole:.1f} s")
+    ratios = [t / s for t, s in zip(table, single, strict=True)]
+    print(
+        f"one run of the momentum table's recipe (pictures on), whole process: "
+        f"{statistics.median(single):.1f} s (median of {len(single)}: "
+        f"{', '.join(f'{t:.1f}' for t in single)})\n"
+        f"the whole table, 15 runs, hydra/launcher=stacked: {statistics.median(table):.1f} s "
+        f"({', '.join(f'{t:.1f}' for t in table)}); table / one run = "
+        f"{statistics.median(ratios):.2f}"
+    )
 
 
 if __name__ == "__main__":
