@@ -65,10 +65,10 @@ def loop_epochs(
     for epoch in range(epochs):
         synchronize(device)
         start = time.perf_counter()
-        generator = torch.Generator().manual_seed(epoch)
-        order = torch.randperm(len(labels), generator=generator).to(device)
         rows = inputs.shape[-2] if members else len(inputs)
         dim = 1 if members else 0
+        generator = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(rows, generator=generator).to(device)
         shuffled_inputs = inputs.index_select(dim, order)
         shuffled_labels = labels.index_select(dim, order)
         for first in range(0, rows, batch_size):

@@ -21,15 +21,22 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from PIL import Image
 
 from letters.files import write_atomically
 
 
-def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, rendered once; the figure is closed."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     plt.close(figure)
-    write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
+    return buffer.getvalue()
+
+
+def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
+    png = figure_png(figure)
+    write_atomically(path, lambda handle: handle.write(png))
     return Path(path)
 
 
@@ -203,6 +210,36 @@ def annotated_predictions(
     return figure
 
 
+def draw_in_parallel(tasks: list[dict[str, Any]]) -> None:
+    """evaluation_pictures for several runs at once, one worker process per core.
+
+    Each task holds evaluation_pictures' arguments, with ``log_dir`` (the run's TensorBoard
+    folder) instead of a writer: a worker writes its images and projector there through its
+    own SummaryWriter, which TensorBoard shows as the same run. Workers start fresh ("spawn"):
+    a forked copy of a process that has run torch's thread pool can hang.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = max(1, min(len(tasks), os.cpu_count() or 1))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        for _ in pool.map(_draw_task, tasks):
+            pass
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # the workers share the cores between them
+
+
+def _draw_task(task: dict[str, Any]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    task = dict(task)
+    with SummaryWriter(task.pop("log_dir")) as writer:
+        evaluation_pictures(**task, writer=writer)
+
+
 def evaluation_pictures(
     out_dir: Path,
     inputs: torch.Tensor,
@@ -236,9 +273,13 @@ def evaluation_pictures(
     }
     paths = {}
     for name, figure in figures.items():
+        png = figure_png(figure)  # rendered once, for the file and for TensorBoard
+        paths[name] = out_dir / f"{name}.png"
+        write_atomically(paths[name], lambda handle, png=png: handle.write(png))
         if writer is not None:
-            writer.add_figure(f"pictures/{name}", figure, step, close=False)
-        paths[name] = save_figure(figure, out_dir / f"{name}.png")
+            with Image.open(io.BytesIO(png)) as image:
+                pixels_rgb = np.asarray(image.convert("RGB"))
+            writer.add_image(f"pictures/{name}", pixels_rgb, step, dataformats="HWC")
     if writer is not None:
         add_projector(writer, logits, labels, pixels, classes, step)
     return paths

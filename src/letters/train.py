@@ -248,7 +248,26 @@ def describe(jobs: list[Job]) -> list[str]:
 
 def record(stack: Stack, strict: bool) -> list[float]:
     """Per member: test its best checkpoint, draw its pictures, log and write its metrics."""
-    scores = [record_member(stack, member) for member in range(len(stack.jobs))]
+    tested = [test_member(stack, member) for member in range(len(stack.jobs))]
+    pictures = [
+        picture_task(stack, member, predictions)
+        for member, (_, predictions) in enumerate(tested)
+        if predictions is not None and stack.jobs[member].cfg.pictures
+    ]
+    if len(pictures) == 1:  # one run: draw here, into its open TensorBoard writer
+        from letters.plots import evaluation_pictures
+
+        task = pictures[0]
+        member = task.pop("member")
+        task.pop("log_dir")
+        evaluation_pictures(**task, writer=stack.loggers[member].experiment)
+    elif pictures:  # a stack: each member's pictures in a worker process, side by side
+        from letters.plots import draw_in_parallel
+
+        for task in pictures:
+            task.pop("member")
+        draw_in_parallel(pictures)
+    scores = [finish_member(stack, member, record) for member, (record, _) in enumerate(tested)]
     diverged = stack.model.diverged_at[0]
     if strict and diverged is not None:
         from letters.errors import LettersError
@@ -261,12 +280,12 @@ def record(stack: Stack, strict: bool) -> list[float]:
     return scores
 
 
-def record_member(stack: Stack, member: int) -> float:
+def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:
+    """A member's record so far, and its best checkpoint's predictions on the test split."""
     from letters.checkpoint import load_classifier
     from letters.evaluate import predict_split
-    from letters.files import write_json
 
-    job, model, logger = stack.jobs[member], stack.model, stack.loggers[member]
+    job, model = stack.jobs[member], stack.model
     history = model.histories[member]
     diverged = model.diverged_at[member]
     record: dict[str, Any] = {
@@ -282,32 +301,44 @@ def record_member(stack: Stack, member: int) -> float:
     record["train_seconds"] = round(time.perf_counter() - stack.started, 2)
     record["epochs_completed"] = len(history["epoch"])
     record["best_val_acc"] = stack.checkpoints.best_scores[member]
+    record["test_acc"] = record["test_loss"] = None
     best = stack.checkpoints.best_path(member)
-    step = stack.trainer.global_step
-    if best is not None and best.is_file():
-        # Exactly what letters.test does with this file: a stack of one rebuilt from it.
-        best_model = load_classifier(best, model.device)
-        predictions = predict_split(best_model, *stack.data.splits["test"])
-        record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
-        record["best_checkpoint"] = str(best.relative_to(job.run_dir))
-        logger.log_metrics({"test/acc": record["test_acc"], "test/loss": record["test_loss"]}, step)
-        if job.cfg.pictures:
-            from letters.plots import evaluation_pictures
+    if best is None or not best.is_file():
+        return record, None
+    # Exactly what letters.test does with this file: a stack of one rebuilt from it.
+    predictions = predict_split(load_classifier(best, model.device), *stack.data.splits["test"])
+    record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
+    record["best_checkpoint"] = str(best.relative_to(job.run_dir))
+    return record, predictions
 
-            evaluation_pictures(
-                job.run_dir / "pictures",
-                *stack.data.splits["test"],
-                predictions.logits,
-                stack.data.classes,
-                job.cfg.norm_size,
-                title="test split, best checkpoint",
-                history=history,
-                writer=logger.experiment,
-                step=step,
-                seed=job.cfg.seed,
-            )
-    else:
-        record["test_acc"] = record["test_loss"] = None
+
+def picture_task(stack: Stack, member: int, predictions: Any) -> dict[str, Any]:
+    """evaluation_pictures' arguments for one member (its TensorBoard folder as ``log_dir``)."""
+    job = stack.jobs[member]
+    return {
+        "member": member,
+        "out_dir": job.run_dir / "pictures",
+        "inputs": stack.data.splits["test"][0],
+        "labels": stack.data.splits["test"][1],
+        "logits": predictions.logits,
+        "classes": stack.data.classes,
+        "norm_size": job.cfg.norm_size,
+        "title": "test split, best checkpoint",
+        "history": stack.model.histories[member],
+        "step": stack.trainer.global_step,
+        "seed": job.cfg.seed,
+        "log_dir": stack.loggers[member].log_dir,
+    }
+
+
+def finish_member(stack: Stack, member: int, record: dict[str, Any]) -> float:
+    """Log the member's test metrics and hyper-parameters, write its metrics.json, say so."""
+    from letters.files import write_json
+
+    job, logger = stack.jobs[member], stack.loggers[member]
+    step = stack.trainer.global_step
+    if record["test_acc"] is not None:
+        logger.log_metrics({"test/acc": record["test_acc"], "test/loss": record["test_loss"]}, step)
     record["wall_seconds"] = round(time.perf_counter() - stack.started, 2)
     hp_metrics = {
         f"hparams/{key}": record[key]
