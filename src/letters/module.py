@@ -217,6 +217,12 @@ class LetterClassifier(pl.LightningModule):
         self.train_seen += rows
         self.train_steps += len(losses)
 
+    def on_fit_start(self) -> None:
+        # The model is on its device by now; the data joins it once, for the whole fit.
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "move_to"):
+            datamodule.move_to(self.device)
+
     def on_train_start(self) -> None:
         self.loss_weights = torch.ones(self.stack_size, device=self.device)
         # Marks the end of start-up: scripts/benchmark.py times a run up to this line.

@@ -318,8 +318,8 @@ def picture_task(stack: Stack, member: int, predictions: Any) -> dict[str, Any]:
     return {
         "member": member,
         "out_dir": job.run_dir / "pictures",
-        "inputs": stack.data.splits["test"][0],
-        "labels": stack.data.splits["test"][1],
+        "inputs": stack.data.splits["test"][0].cpu(),
+        "labels": stack.data.splits["test"][1].cpu(),
         "logits": predictions.logits,
         "classes": stack.data.classes,
         "norm_size": job.cfg.norm_size,

@@ -153,6 +153,15 @@ class LetterDataModule(pl.LightningDataModule):
     def input_size(self) -> int:
         return self.norm_size * self.norm_size
 
+    def move_to(self, device: torch.device | str) -> None:
+        """Keep every split on the model's device: batches, shuffles and augmentation then
+        happen there, with no copy from the host inside an epoch."""
+        self.prepare()
+        self.splits = {
+            name: (inputs.to(device), labels.to(device))
+            for name, (inputs, labels) in self.splits.items()
+        }
+
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one training epoch."""
