@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +14,8 @@ import torch
 
 from letters.files import write_atomically
 from letters.stack import member_checkpoint
+
+log = logging.getLogger("letters.train")
 
 
 class ValidateLastEpoch(pl.Callback):
@@ -78,3 +83,50 @@ class MemberCheckpoints(pl.Callback):
                 self.directories[member] / f"{name}.ckpt",
                 lambda handle, one=one: torch.save(one, handle),
             )
+
+
+class GracefulStop(pl.Callback):
+    """SIGTERM (a scheduler's preemption or time limit, ``kill``) and SIGINT (Ctrl-C) end
+    training at the end of the current epoch, after every member's last.ckpt is written,
+    instead of killing it mid-write or mid-epoch. ``signal`` then names the signal received.
+
+    The epoch in progress finishes (well under a second at the reference's sizes): a resumed
+    run repeats nothing and sees exactly the batches an uninterrupted run would. A second
+    Ctrl-C stops at once. Lightning's own SIGTERM handling (stop after the current batch, exit
+    status 0) is replaced while training runs.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signal: signal.Signals | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Catch the signals from now on (the engine calls this before fit starts)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for signum in self.SIGNALS:
+            self._previous.setdefault(signum, signal.getsignal(signum))
+            signal.signal(signum, self._received)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _received(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signal = signal.Signals(signum)
+        log.warning(
+            "%s received: stopping at the end of this epoch, once last.ckpt is saved",
+            self.signal.name,
+        )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.install()  # again: Lightning set its own SIGTERM handler when fit began
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.signal is not None:
+            trainer.should_stop = True

@@ -47,6 +47,7 @@ class Stack:
     checkpoints: Any
     loggers: list[Any]
     started: float
+    stopper: Any  # letters.callbacks.GracefulStop: which signal, if any, stopped training
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -175,7 +176,7 @@ def build(jobs: list[Job]) -> Stack:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from letters.callbacks import MemberCheckpoints, ValidateLastEpoch
+    from letters.callbacks import GracefulStop, MemberCheckpoints, ValidateLastEpoch
     from letters.module import LetterClassifier
     from letters.stack import member_settings
 
@@ -205,6 +206,7 @@ def build(jobs: list[Job]) -> Stack:
     loggers = [instantiate(job.cfg.logger) for job in jobs]
     model.member_loggers = loggers
     checkpoints = MemberCheckpoints([job.run_dir for job in jobs])
+    stopper = GracefulStop()
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     if settings.get("enable_progress_bar") is None:
         settings["enable_progress_bar"] = sys.stderr.isatty()
@@ -212,10 +214,10 @@ def build(jobs: list[Job]) -> Stack:
         **settings,
         logger=False,  # each member logs to its own loggers (LetterClassifier.log_member)
         enable_checkpointing=False,  # each member's checkpoints: MemberCheckpoints
-        callbacks=[ValidateLastEpoch(), checkpoints],
+        callbacks=[ValidateLastEpoch(), checkpoints, stopper],
         default_root_dir=jobs[0].run_dir,
     )
-    return Stack(jobs, data, model, trainer, checkpoints, loggers, started)
+    return Stack(jobs, data, model, trainer, checkpoints, loggers, started, stopper)
 
 
 def fit(stack: Stack) -> None:
@@ -234,7 +236,11 @@ def fit(stack: Stack) -> None:
         log.info("resuming from %s", resume)
     if len(stack.jobs) > 1:
         log.info("a stack of %d runs: %s", len(stack.jobs), ", ".join(describe(stack.jobs)))
-    stack.trainer.fit(stack.model, datamodule=stack.data, ckpt_path=resume or None)
+    stack.stopper.install()
+    try:
+        stack.trainer.fit(stack.model, datamodule=stack.data, ckpt_path=resume or None)
+    finally:
+        stack.stopper.restore()
 
 
 def describe(jobs: list[Job]) -> list[str]:
@@ -248,6 +254,9 @@ def describe(jobs: list[Job]) -> list[str]:
 
 def record(stack: Stack, strict: bool) -> list[float]:
     """Per member: test its best checkpoint, draw its pictures, log and write its metrics."""
+    stopped_by = stack.stopper.signal
+    if stopped_by is not None and stack.trainer.current_epoch < stack.trainer.max_epochs:
+        record_interrupted(stack, stopped_by)
     tested = [test_member(stack, member) for member in range(len(stack.jobs))]
     pictures = [
         picture_task(stack, member, predictions)
@@ -278,6 +287,47 @@ def record(stack: Stack, strict: bool) -> list[float]:
             f"{run_dir}/metrics.json records it"
         )
     return scores
+
+
+def record_interrupted(stack: Stack, stopped_by: Any) -> None:
+    """A signal stopped training: each member's metrics.json says so and how to continue,
+    then the process exits with 128 + the signal's number (143 for SIGTERM, 130 for SIGINT),
+    as a scheduler expects of a job it stopped. Nothing is tested or drawn: the time a
+    scheduler grants after its signal is short."""
+    from letters.files import write_json
+
+    epochs = stack.trainer.current_epoch
+    for member, job in enumerate(stack.jobs):
+        history = stack.model.histories[member]
+        diverged = stack.model.diverged_at[member]
+        command = f"python -m letters.train resume={shown_path(job.run_dir)}"
+        record: dict[str, Any] = {
+            "status": "interrupted" if diverged is None else "diverged",
+            "signal": stopped_by.name,
+            "params": flat_params(job.cfg),
+            "run_dir": str(job.run_dir),
+            "stack_size": len(stack.jobs),
+            "epochs_completed": len(history["epoch"]),
+            "epochs": job.cfg.epochs,
+            "val_acc": history["val_acc"][-1] if history["val_acc"] else None,
+            "best_val_acc": stack.checkpoints.best_scores[member],
+            "train_loss": history["train_loss"][-1] if history["train_loss"] else None,
+            "train_seconds": round(time.perf_counter() - stack.started, 2),
+            "resume": command,
+        }
+        if diverged is not None:
+            record.update(diverged_epoch=diverged[0], diverged_step=diverged[1])
+        write_json(job.run_dir / "metrics.json", record)
+        stack.loggers[member].finalize("interrupted")
+        log.warning(
+            "interrupted by %s after epoch %d of %d; last.ckpt is saved. Continue with: %s",
+            stopped_by.name,
+            epochs,
+            job.cfg.epochs,
+            command,
+            extra={"member": member},
+        )
+    raise SystemExit(128 + int(stopped_by))
 
 
 def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:

@@ -1,0 +1,86 @@
+"""Signals as a scheduler or a user sends them: SIGTERM and Ctrl-C stop a run, or a whole
+stack, at the end of an epoch with last.ckpt saved, say how to continue, and exit non-zero."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+LONG = ["epochs=100000", "val_interval=1000", "batch_size=16", "pictures=false"]
+
+
+def start_and_signal(args: list[str], cwd: Path, signum: int) -> subprocess.CompletedProcess:
+    """``python -m letters.train args``; once training runs, send ``signum``; wait for it."""
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    log = cwd / "console.txt"
+    with open(log, "w") as console:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "letters.train", *args],
+            cwd=cwd,
+            env=env,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while "training starts" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        process.send_signal(signum)
+        process.wait(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), "")
+
+
+def data_args(list_dataset: Path) -> list[str]:
+    return ["data=list", f"data.root={list_dataset}"]
+
+
+@pytest.mark.parametrize(
+    ("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"]
+)
+def test_a_signal_stops_a_run_with_last_ckpt_saved_and_says_how_to_continue(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path, signum: int, status: int
+) -> None:
+    result = start_and_signal([*data_args(list_dataset), *LONG], tmp_path, signum)
+    assert result.returncode == status, result.stdout
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "interrupted"
+    assert record["signal"] == signal.Signals(signum).name
+    done = record["epochs_completed"]
+    assert done >= 1 and (run / "checkpoints" / "last.ckpt").is_file()
+    command = f"python -m letters.train resume={run.relative_to(tmp_path)}"
+    assert record["resume"] == command and f"Continue with: {command}" in result.stdout
+    # The command it gives continues the run in its own folder (here for two more epochs).
+    run_cli("train", f"resume={run.relative_to(tmp_path)}", f"epochs={done + 2}", cwd=tmp_path)
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "finished" and record["epochs_completed"] == done + 2
+
+
+def test_sigterm_stops_a_whole_stack_and_every_member_can_continue(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    args = ["-m", *data_args(list_dataset), *LONG, "seed=1,2", "hydra/launcher=stacked"]
+    result = start_and_signal(args, tmp_path, signal.SIGTERM)
+    assert result.returncode == 143, result.stdout
+    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+    jobs = [sweep / "0", sweep / "1"]
+    records = [json.loads((job / "metrics.json").read_text()) for job in jobs]
+    assert [r["status"] for r in records] == ["interrupted", "interrupted"]
+    assert records[0]["epochs_completed"] == records[1]["epochs_completed"]
+    for job in jobs:
+        assert (job / "checkpoints" / "last.ckpt").is_file()
+        assert (job / "train.log").read_text().count("Continue with:") == 1
+    done = records[0]["epochs_completed"]
+    run_cli("train", f"resume={jobs[1]}", f"epochs={done + 1}", cwd=tmp_path)
+    assert json.loads((jobs[1] / "metrics.json").read_text())["status"] == "finished"
