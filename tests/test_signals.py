@@ -84,3 +84,65 @@ def test_sigterm_stops_a_whole_stack_and_every_member_can_continue(
     done = records[0]["epochs_completed"]
     run_cli("train", f"resume={jobs[1]}", f"epochs={done + 1}", cwd=tmp_path)
     assert json.loads((jobs[1] / "metrics.json").read_text())["status"] == "finished"
+
+
+SWEEP = ["epochs=6", "val_interval=2", "batch_size=16", "pictures=false", "momentum=0.9,0.95"]
+
+
+def test_a_sweep_stopped_by_sigterm_continues_in_its_own_folder(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Stopped half way, the same command plus hydra.sweep.dir=... resume=true finishes the
+    sweep: the report equals an uninterrupted sweep's, and a second continue runs nothing."""
+    data = data_args(list_dataset)
+    long = ["epochs=100000", "val_interval=1000", "batch_size=16", "pictures=false"]
+    args = ["-m", *data, *long, "momentum=0.9,0.95", "hydra.sweep.dir=outputs/sweeps/cut"]
+    assert start_and_signal(args, tmp_path, signal.SIGTERM).returncode == 143
+    cut = tmp_path / "outputs" / "sweeps" / "cut"
+    first = json.loads((cut / "0" / "metrics.json").read_text())
+    assert first["status"] == "interrupted" and not (cut / "1").exists()
+    done = first["epochs_completed"]
+    # Continue with the epochs the interrupted job reached plus two: a finite sweep.
+    finite = ["-m", *data, f"epochs={done + 2}", "val_interval=1000", "batch_size=16"]
+    finite += ["pictures=false", "momentum=0.9,0.95"]
+    run_cli("train", *finite, "hydra.sweep.dir=outputs/sweeps/cut", "resume=true", cwd=tmp_path)
+    run_cli("train", *finite, "hydra.sweep.dir=outputs/sweeps/whole", cwd=tmp_path)
+    whole = tmp_path / "outputs" / "sweeps" / "whole"
+    for job in ("0", "1"):
+        ours = json.loads((cut / job / "metrics.json").read_text())
+        theirs = json.loads((whole / job / "metrics.json").read_text())
+        assert ours["status"] == theirs["status"] == "finished"
+        for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
+            assert ours[key] == theirs[key], (job, key)
+    again = run_cli(
+        "train", *finite, "hydra.sweep.dir=outputs/sweeps/cut", "resume=true", cwd=tmp_path
+    )
+    assert again.stdout.count("its recorded val_acc is reused") == 2
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [["hydra/launcher=stacked"], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+    ids=["stacked", "joblib"],
+)
+def test_continuing_a_sweep_reruns_only_what_did_not_finish(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path, launcher: list[str]
+) -> None:
+    """A job whose metrics.json is missing (killed after its last checkpoint) continues from
+    last.ckpt, a job never started runs, the finished ones are not run again."""
+    args = ["-m", *data_args(list_dataset), *SWEEP, "seed=1,2", *launcher, "torch_threads=1"]
+    run_cli("train", *args, "hydra.sweep.dir=outputs/sweeps/s", cwd=tmp_path)
+    sweep = tmp_path / "outputs" / "sweeps" / "s"
+    before = {job.name: (job / "metrics.json").read_text() for job in sweep.glob("[0-9]")}
+    (sweep / "1" / "metrics.json").unlink()
+    import shutil
+
+    shutil.rmtree(sweep / "3")
+    result = run_cli(
+        "train", *args, "hydra.sweep.dir=outputs/sweeps/s", "resume=true", cwd=tmp_path
+    )
+    assert result.stdout.count("its recorded val_acc is reused") == 2
+    for name, text in before.items():
+        ours, theirs = json.loads((sweep / name / "metrics.json").read_text()), json.loads(text)
+        for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
+            assert ours[key] == theirs[key], (name, key)

@@ -25,6 +25,9 @@ from letters.errors import LettersError, exit_on_user_error
 from letters.files import write_atomically, write_json
 
 REPLICATE_KEYS = ("seed",)
+# Overrides that say how a job ran, not what it is: a sweep continued with resume=true is the
+# same sweep.
+NOT_SETTINGS = ("resume",)
 METRICS = (("val_acc", "val acc (last epoch)"), ("test_acc", "test acc"))  # key, column title
 
 
@@ -67,7 +70,9 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     parsed = {}
     for line in lines:
         key, _, value = str(line).partition("=")
-        parsed[key.lstrip("+~")] = value
+        key = key.lstrip("+~")
+        if key not in NOT_SETTINGS:
+            parsed[key] = value
     return parsed
 
 

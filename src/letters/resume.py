@@ -1,4 +1,5 @@
-"""Continuing a run in its own directory: ``python -m letters.train resume=RUN_DIR``.
+"""Continuing a run in its own directory: ``python -m letters.train resume=RUN_DIR``, and a
+whole sweep in its own: the same multirun command plus ``hydra.sweep.dir=DIR resume=true``.
 
 Hydra's run directory follows ``resume`` (conf/hydra/default.yaml uses the resolvers below),
 and the run's own saved config comes back with ``resume`` pointing at its ``last.ckpt``.
@@ -6,25 +7,64 @@ and the run's own saved config comes back with ``resume`` pointing at its ``last
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from letters.errors import ConfigError, LettersError
 
+log = logging.getLogger("letters.train")
 
-def resumed_run_dir(resume: str | None, new_run_dir: str) -> str:
+
+def resumed_run_dir(resume: str | bool | None, new_run_dir: str) -> str:
     """hydra.run.dir: a resumed run finishes in its own directory, a new run gets a new one."""
-    if not resume:
+    if not resume or resume is True:  # resume=true is for sweeps (their own directories)
         return new_run_dir
     path = Path(resume)
     return str(path.parent.parent if path.suffix == ".ckpt" else path)
 
 
 OmegaConf.register_new_resolver("letters_run_dir", resumed_run_dir, replace=True)
-OmegaConf.register_new_resolver(
-    "letters_if_resuming", lambda resume, yes, no: yes if resume else no, replace=True
-)
+def hydra_subdir(resume: str | bool | None, output_dir: str) -> str:
+    """hydra.output_subdir: a continued run keeps the .hydra/ it started with and records how
+    it was continued beside it; a run that never started gets .hydra/ as usual."""
+    if resume and (Path(output_dir) / ".hydra").is_dir():
+        return f".hydra-resumed/{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    return ".hydra"
+
+
+OmegaConf.register_new_resolver("letters_hydra_subdir", hydra_subdir, replace=True)
+
+
+def continue_sweep_job(
+    cfg: DictConfig, run_dir: Path, task_overrides: list[str]
+) -> DictConfig | float:
+    """``resume=true`` in a multirun, for the job whose directory is ``run_dir``: a job that
+    finished returns its recorded validation accuracy (it is not run again); one that was
+    interrupted continues from its last.ckpt (with the command's ``epochs``, the one setting
+    a continued run may change); one that never started runs from the start."""
+    previous = run_dir / "metrics.json"
+    if previous.is_file():
+        try:
+            record = json.loads(previous.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise LettersError(f"{previous}: unreadable ({error})") from None
+        status = record.get("status")
+        if status == "finished" and isinstance(record.get("val_acc"), int | float):
+            log.info("%s: finished before; its recorded val_acc is reused", run_dir)
+            return float(record["val_acc"])
+        if status in ("diverged", "failed"):
+            log.info("%s: %s before; not run again", run_dir, status)
+            return 0.0
+    if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file():
+        cfg.resume = str(run_dir)
+        epochs = [o for o in task_overrides if o.startswith("epochs=")]
+        return resumed_config(cfg, run_dir, epochs)
+    cfg.resume = None
+    return cfg
 
 
 def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) -> DictConfig:

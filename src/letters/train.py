@@ -115,13 +115,26 @@ def prepare_job(cfg: DictConfig) -> Job | float:
     from hydra.core.hydra_config import HydraConfig
 
     from letters.config import validate_training
-    from letters.resume import resumed_config
+    from letters.errors import ConfigError
+    from letters.resume import continue_sweep_job, resumed_config
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     try:
-        if cfg.get("resume"):
+        if cfg.get("resume") is True:
+            if not multirun():
+                raise ConfigError(
+                    "resume=true continues a sweep: add it to the sweep's own command with -m "
+                    "and hydra.sweep.dir=DIR (resume=RUN_DIR continues one run)"
+                )
+            continued = continue_sweep_job(cfg, run_dir, overrides)
+            if not isinstance(continued, DictConfig):
+                return continued  # finished before: its recorded score
+            cfg = continued
+            if cfg.resume:
+                overrides = []
+        elif cfg.get("resume"):
             cfg, overrides = resumed_config(cfg, run_dir, overrides), []
         validate_training(cfg, overrides)
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
