@@ -29,6 +29,13 @@ def metrics(job: Path) -> dict:
     return json.loads((job / "metrics.json").read_text())
 
 
+def stacked_sweep(list_dataset: Path, work: Path, *overrides: str) -> list[dict]:
+    """A tiny stacked multirun in ``work`` through the CLI; each job's metrics.json."""
+    data = ["data=list", f"data.root={list_dataset}", *TINY, "pictures=false"]
+    run_cli("train", "-m", *data, *overrides, "hydra/launcher=stacked", cwd=work)
+    return [metrics(job) for job in jobs(only_sweep(work))]
+
+
 @pytest.fixture(scope="module")
 def sweeps(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The same 2 momentum x 2 seed sweep with the stacked and with the basic launcher."""
@@ -125,18 +132,7 @@ def test_bad_and_diverging_jobs_leave_their_stack_mates_alone(
 ) -> None:
     """lr=-1 fails validation (recorded, not trained); lr=1e12 diverges inside the stack and
     stops there; the lr=1e-3 job finishes as it would alone."""
-    run_cli(
-        "train",
-        "-m",
-        "data=list",
-        f"data.root={list_dataset}",
-        *TINY,
-        "pictures=false",
-        "lr=1e-3,-1,1e12",
-        "hydra/launcher=stacked",
-        cwd=tmp_path,
-    )
-    good, bad, diverged = (metrics(job) for job in jobs(only_sweep(tmp_path)))
+    good, bad, diverged = stacked_sweep(list_dataset, tmp_path, "lr=1e-3,-1,1e12")
     assert good["status"] == "finished" and good["stack_size"] == 2
     assert bad["status"] == "failed" and "lr=-1" in bad["error"]
     assert diverged["status"] == "diverged" and diverged["diverged_epoch"] == 1
@@ -157,38 +153,15 @@ def test_bad_and_diverging_jobs_leave_their_stack_mates_alone(
 
 
 def test_max_stack_bounds_the_stack_size(list_dataset: Path, tmp_path: Path, cache_dir) -> None:
-    run_cli(
-        "train",
-        "-m",
-        "data=list",
-        f"data.root={list_dataset}",
-        *TINY,
-        "pictures=false",
-        "seed=1,2,3",
-        "hydra/launcher=stacked",
-        "hydra.launcher.max_stack=2",
-        cwd=tmp_path,
-    )
-    sizes = [metrics(job)["stack_size"] for job in jobs(only_sweep(tmp_path))]
+    records = stacked_sweep(list_dataset, tmp_path, "seed=1,2,3", "hydra.launcher.max_stack=2")
+    sizes = [record["stack_size"] for record in records]
     assert sizes == [2, 2, 1]
 
 
 def test_jobs_that_differ_in_shared_settings_train_in_separate_stacks(
     list_dataset: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
-    run_cli(
-        "train",
-        "-m",
-        "data=list",
-        f"data.root={list_dataset}",
-        *TINY,
-        "pictures=false",
-        "hidden_sizes=[8],[16]",
-        "seed=1,2",
-        "hydra/launcher=stacked",
-        cwd=tmp_path,
-    )
-    records = [metrics(job) for job in jobs(only_sweep(tmp_path))]
+    records = stacked_sweep(list_dataset, tmp_path, "hidden_sizes=[8],[16]", "seed=1,2")
     assert [r["stack_size"] for r in records] == [2, 2, 2, 2]
     assert [(r["params"]["hidden_sizes"], r["params"]["seed"]) for r in records] == [
         ("8", 1),

@@ -28,6 +28,8 @@ def resumed_run_dir(resume: str | bool | None, new_run_dir: str) -> str:
 
 
 OmegaConf.register_new_resolver("letters_run_dir", resumed_run_dir, replace=True)
+
+
 def hydra_subdir(resume: str | bool | None, output_dir: str) -> str:
     """hydra.output_subdir: a continued run keeps the .hydra/ it started with and records how
     it was continued beside it; a run that never started gets .hydra/ as usual."""
