@@ -279,3 +279,61 @@ def test_damaged_checkpoints_are_one_line(list_dataset, tmp_path, cache_dir) -> 
                 name,
                 lines,
             )
+
+
+def test_a_failed_write_leaves_the_previous_file_and_says_which(tmp_path: Path) -> None:
+    """A write that fails half way (a full disk, say) names the file, keeps the old one whole
+    and leaves no temporary file behind."""
+    import errno
+
+    from letters.errors import LettersError
+    from letters.files import write_atomically
+
+    target = tmp_path / "last.ckpt"
+    write_atomically(target, lambda handle: handle.write(b"previous"))
+
+    def full_disk(handle) -> None:
+        handle.write(b"half of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(LettersError) as caught:
+        write_atomically(target, full_disk)
+    assert str(caught.value).startswith(f"{target}: could not be written (No space left")
+    assert "the previous file is unchanged" in str(caught.value)
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_file_size_limit_while_checkpointing_is_one_line(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """ulimit -f below a checkpoint's size: the run ends with one line naming the checkpoint,
+    exit status 1, no traceback and no half-written file."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
+
+    data = ["data=list", f"data.root={list_dataset}", "epochs=1", "pictures=false"]
+    first = tmp_path / "first"
+    first.mkdir()
+    run_cli("train", *data, cwd=first)  # decodes the data into the cache, without a limit
+    result = subprocess.run(
+        [sys.executable, "-m", "letters.train", *data, "hidden_sizes=[64]"],
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: ") and ".ckpt: could not be written" in line
+    assert "/checkpoints/" in line  # best.ckpt, the first checkpoint of the run
+    assert "Traceback" not in result.stderr
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())

@@ -160,7 +160,10 @@ def record_failure(job_or_run_dir: Job | Path, error: BaseException, member: int
     else:
         message = f"{type(error).__name__}: {error}".splitlines()[0]
         log.error("job failed: %s", message, exc_info=error, extra=extra)
-    write_json(Path(run_dir) / "metrics.json", {"status": "failed", "error": message})
+    try:
+        write_json(Path(run_dir) / "metrics.json", {"status": "failed", "error": message})
+    except LettersError as unwritable:  # the same full disk, say: the log line must do
+        log.error("%s", unwritable, extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------
