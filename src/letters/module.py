@@ -16,17 +16,9 @@ from letters.autograd import cross_entropy
 from letters.data.modules import Chunk
 from letters.model import MLP
 from letters.optimizers import StackedOptimizer
-from letters.stack import AUGMENT, OPTIMIZER_MEMBER_KEYS, epoch_seed
+from letters.stack import AUGMENT, DEFAULT_MEMBER, OPTIMIZER_MEMBER_KEYS, epoch_seed
 
 log = logging.getLogger("letters.train")
-
-DEFAULT_MEMBER: dict[str, Any] = {
-    "seed": 0,
-    "init": "normal",
-    "lr": 5e-4,
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-}
 
 
 def count_optimizer_steps(trainer: pl.Trainer, steps: int) -> None:

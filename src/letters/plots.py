@@ -210,12 +210,12 @@ def annotated_predictions(
     return figure
 
 
-def draw_in_parallel(tasks: list[dict[str, Any]]) -> None:
+def draw_in_parallel(tasks: list[tuple[str, dict[str, Any]]]) -> None:
     """evaluation_pictures for several runs at once, one worker process per core.
 
-    Each task holds evaluation_pictures' arguments, with ``log_dir`` (the run's TensorBoard
-    folder) instead of a writer: a worker writes its images and projector there through its
-    own SummaryWriter, which TensorBoard shows as the same run. Workers start fresh ("spawn"):
+    Each task is (the run's TensorBoard folder, evaluation_pictures' other arguments): a
+    worker writes its images and projector there through its own SummaryWriter, which
+    TensorBoard shows as the same run. Workers start fresh ("spawn"):
     a forked copy of a process that has run torch's thread pool can hang.
     """
     import multiprocessing
@@ -232,12 +232,12 @@ def _one_thread() -> None:
     torch.set_num_threads(1)  # the workers share the cores between them
 
 
-def _draw_task(task: dict[str, Any]) -> None:
+def _draw_task(task: tuple[str, dict[str, Any]]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    task = dict(task)
-    with SummaryWriter(task.pop("log_dir")) as writer:
-        evaluation_pictures(**task, writer=writer)
+    log_dir, arguments = task
+    with SummaryWriter(log_dir) as writer:
+        evaluation_pictures(**arguments, writer=writer)
 
 
 def evaluation_pictures(

@@ -59,8 +59,10 @@ def continue_sweep_job(
             log.info("%s: finished before; its recorded val_acc is reused", run_dir)
             return float(record["val_acc"])
         if status in ("diverged", "failed"):
+            from letters.train import FAILED_SCORE
+
             log.info("%s: %s before; not run again", run_dir, status)
-            return 0.0
+            return FAILED_SCORE
     if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file():
         cfg.resume = str(run_dir)
         epochs = [o for o in task_overrides if o.startswith("epochs=")]

@@ -15,8 +15,16 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# The config keys that may differ between the members of one stack.
-MEMBER_KEYS: tuple[str, ...] = ("seed", "init", "lr", "momentum", "weight_decay")
+# The settings that may differ between the members of one stack, with the reference's values
+# (conf/train.yaml's defaults), which a member that names none of them gets.
+DEFAULT_MEMBER: dict[str, Any] = {
+    "seed": 0,
+    "init": "normal",
+    "lr": 5e-4,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+}
+MEMBER_KEYS: tuple[str, ...] = tuple(DEFAULT_MEMBER)
 # The optimizer config repeats three of them (conf/optimizer/*.yaml: lr: ${lr}, ...).
 OPTIMIZER_MEMBER_KEYS: tuple[str, ...] = ("lr", "momentum", "weight_decay")
 

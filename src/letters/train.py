@@ -274,24 +274,22 @@ def record(stack: Stack, strict: bool) -> list[float]:
     if stopped_by is not None and stack.trainer.current_epoch < stack.trainer.max_epochs:
         record_interrupted(stack, stopped_by)
     tested = [test_member(stack, member) for member in range(len(stack.jobs))]
-    pictures = [
-        picture_task(stack, member, predictions)
+    pictures = {
+        member: picture_task(stack, member, predictions)
         for member, (_, predictions) in enumerate(tested)
         if predictions is not None and stack.jobs[member].cfg.pictures
-    ]
+    }
     if len(pictures) == 1:  # one run: draw here, into its open TensorBoard writer
         from letters.plots import evaluation_pictures
 
-        task = pictures[0]
-        member = task.pop("member")
-        task.pop("log_dir")
+        ((member, task),) = pictures.items()
         evaluation_pictures(**task, writer=stack.loggers[member].experiment)
     elif pictures:  # a stack: each member's pictures in a worker process, side by side
         from letters.plots import draw_in_parallel
 
-        for task in pictures:
-            task.pop("member")
-        draw_in_parallel(pictures)
+        draw_in_parallel(
+            [(stack.loggers[member].log_dir, task) for member, task in pictures.items()]
+        )
     scores = [finish_member(stack, member, record) for member, (record, _) in enumerate(tested)]
     diverged = stack.model.diverged_at[0]
     if strict and diverged is not None:
@@ -314,25 +312,9 @@ def record_interrupted(stack: Stack, stopped_by: Any) -> None:
 
     epochs = stack.trainer.current_epoch
     for member, job in enumerate(stack.jobs):
-        history = stack.model.histories[member]
-        diverged = stack.model.diverged_at[member]
         command = f"python -m letters.train resume={shown_path(job.run_dir)}"
-        record: dict[str, Any] = {
-            "status": "interrupted" if diverged is None else "diverged",
-            "signal": stopped_by.name,
-            "params": flat_params(job.cfg),
-            "run_dir": str(job.run_dir),
-            "stack_size": len(stack.jobs),
-            "epochs_completed": len(history["epoch"]),
-            "epochs": job.cfg.epochs,
-            "val_acc": history["val_acc"][-1] if history["val_acc"] else None,
-            "best_val_acc": stack.checkpoints.best_scores[member],
-            "train_loss": history["train_loss"][-1] if history["train_loss"] else None,
-            "train_seconds": round(time.perf_counter() - stack.started, 2),
-            "resume": command,
-        }
-        if diverged is not None:
-            record.update(diverged_epoch=diverged[0], diverged_step=diverged[1])
+        record = member_record(stack, member, "interrupted")
+        record.update(signal=stopped_by.name, epochs=job.cfg.epochs, resume=command)
         write_json(job.run_dir / "metrics.json", record)
         stack.loggers[member].finalize("interrupted")
         log.warning(
@@ -346,16 +328,13 @@ def record_interrupted(stack: Stack, stopped_by: Any) -> None:
     raise SystemExit(128 + int(stopped_by))
 
 
-def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:
-    """A member's record so far, and its best checkpoint's predictions on the test split."""
-    from letters.checkpoint import load_classifier
-    from letters.evaluate import predict_split
-
-    job, model = stack.jobs[member], stack.model
-    history = model.histories[member]
-    diverged = model.diverged_at[member]
+def member_record(stack: Stack, member: int, status: str) -> dict[str, Any]:
+    """What training left of one member, for its metrics.json: ``status`` unless it
+    diverged, its settings, where it stands and its last and best validation accuracy."""
+    job, history = stack.jobs[member], stack.model.histories[member]
+    diverged = stack.model.diverged_at[member]
     record: dict[str, Any] = {
-        "status": "finished" if diverged is None else "diverged",
+        "status": status if diverged is None else "diverged",
         "params": flat_params(job.cfg),
         "run_dir": str(job.run_dir),
         "stack_size": len(stack.jobs),
@@ -367,6 +346,16 @@ def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:
     record["train_seconds"] = round(time.perf_counter() - stack.started, 2)
     record["epochs_completed"] = len(history["epoch"])
     record["best_val_acc"] = stack.checkpoints.best_scores[member]
+    return record
+
+
+def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:
+    """A member's record so far, and its best checkpoint's predictions on the test split."""
+    from letters.checkpoint import load_classifier
+    from letters.evaluate import predict_split
+
+    job, model = stack.jobs[member], stack.model
+    record = member_record(stack, member, "finished")
     record["test_acc"] = record["test_loss"] = None
     best = stack.checkpoints.best_path(member)
     if best is None or not best.is_file():
@@ -379,10 +368,9 @@ def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:
 
 
 def picture_task(stack: Stack, member: int, predictions: Any) -> dict[str, Any]:
-    """evaluation_pictures' arguments for one member (its TensorBoard folder as ``log_dir``)."""
+    """evaluation_pictures' arguments for one member, but its TensorBoard writer."""
     job = stack.jobs[member]
     return {
-        "member": member,
         "out_dir": job.run_dir / "pictures",
         "inputs": stack.data.splits["test"][0].cpu(),
         "labels": stack.data.splits["test"][1].cpu(),
@@ -393,7 +381,6 @@ def picture_task(stack: Stack, member: int, predictions: Any) -> dict[str, Any]:
         "history": stack.model.histories[member],
         "step": stack.trainer.global_step,
         "seed": job.cfg.seed,
-        "log_dir": stack.loggers[member].log_dir,
     }
 
 
