@@ -65,6 +65,21 @@ DATA_CASES: list[tuple[str, Callable[[Path], None], str]] = [
         lambda r: (r / "validation.json").write_text("{}"),
         "{r}/validation.json: the validation split is empty",
     ),
+    (
+        "name outside images/",
+        lambda r: (r / "test.json").write_text('{"../train.json": "A"}'),
+        "{r}/test.json: '../train.json' is not a file name inside images/",
+    ),
+    (
+        "absolute name",
+        lambda r: (r / "test.json").write_text('{"/etc/passwd": "A"}'),
+        "{r}/test.json: '/etc/passwd' is not a file name inside images/",
+    ),
+    (
+        "decompression bomb",
+        lambda r: Image.new("1", (10_000, 10_000)).save(first_image(r), format="PNG"),
+        "{img}: refused, too many pixels",
+    ),
 ]
 
 
@@ -337,3 +352,103 @@ def test_a_file_size_limit_while_checkpointing_is_one_line(
     assert "Traceback" not in result.stderr
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())
+
+    # Continuing a run under the same limit: its previous checkpoints stay whole.
+    (previous,) = (first / "outputs" / "runs").iterdir()
+    before = (previous / "checkpoints" / "last.ckpt").read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "letters.train", f"resume={previous}", "epochs=3"],
+        cwd=first,
+        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith(f"error: {previous}/checkpoints/") and "unchanged" in line, line
+    assert (previous / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert not any(p.name.startswith(".") for p in (previous / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("blocked", ["pictures", "tensorboard"])
+def test_a_folder_that_cannot_be_made_is_one_line(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path, blocked: str
+) -> None:
+    """A run whose pictures/ or tensorboard/ cannot be made (a file is in the way): one line
+    naming it and exit status 1. Pictures come last, so the run is still tested and recorded;
+    TensorBoard's folder is made before training, so no time is lost."""
+    run = tmp_path / "outputs" / "fixed"
+    run.mkdir(parents=True)
+    (run / blocked).write_text("in the way")
+    data = ["data=list", f"data.root={list_dataset}", "epochs=1", "batch_size=16"]
+    result = run_cli("train", *data, "hydra.run.dir=outputs/fixed", cwd=tmp_path, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: ") and f"{run / blocked}" in line, line
+    if blocked == "pictures":
+        assert "cannot be written (File exists" in line
+        record = json.loads((run / "metrics.json").read_text())
+        assert record["status"] == "finished" and record["test_acc"] is not None
+        assert record["pictures_error"] in line
+    else:
+        assert not (run / "checkpoints").exists()
+
+
+class RunsCode:
+    """Unpickling this runs a command: what a malicious checkpoint would carry."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoints_and_configs_handed_over_cannot_run_code(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """A checkpoint carrying pickled code, or naming another class to instantiate, and a run
+    whose config.yaml does, are refused in one line naming the file; nothing runs."""
+    data = ["data=list", f"data.root={list_dataset}", *FAST]
+    run_cli("train", *data, cwd=tmp_path)
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    good = run / "checkpoints" / "best.ckpt"
+    marker = tmp_path / "code-ran"
+
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": RunsCode(marker), "hyper_parameters": {}}, pickled)
+    exec_target = {"_target_": "builtins.exec", "_args_": [f"open({str(marker)!r}, 'w')"]}
+    instantiating = tmp_path / "instantiating.ckpt"
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["hyper_parameters"]["data"] = exec_target
+    torch.save(checkpoint, instantiating)
+    cases = [
+        (["test", f"ckpt={pickled}"], f"error: {pickled}: not a readable checkpoint"),
+        (
+            ["test", f"ckpt={instantiating}"],
+            f"error: {instantiating}: hyper_parameters.data._target_='builtins.exec' is not "
+            "a class letters' configs use",
+        ),
+    ]
+    # A run to resume whose last.ckpt carries code, and one whose config.yaml names exec.
+    for name, breakage in (("ckpt", "pickled"), ("config", "target")):
+        other = tmp_path / "outputs" / name
+        shutil.copytree(run, other)
+        if breakage == "pickled":
+            shutil.copy(pickled, other / "checkpoints" / "last.ckpt")
+            message = f"error: {other}/checkpoints/last.ckpt: not a readable checkpoint"
+        else:
+            text = (other / "config.yaml").read_text()
+            target = "_target_: pytorch_lightning.loggers.TensorBoardLogger"
+            assert target in text
+            (other / "config.yaml").write_text(text.replace(target, "_target_: builtins.exec"))
+            message = f"error: {other}/config.yaml: logger._target_='builtins.exec' is not"
+        cases.append((["train", f"resume={other}", "epochs=2"], message))
+    for command, message in cases:
+        result = run_cli(*command, cwd=tmp_path, check=False)
+        assert result.returncode == 1, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(message), (command, lines)
+        assert not marker.exists(), command

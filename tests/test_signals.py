@@ -146,3 +146,58 @@ def test_continuing_a_sweep_reruns_only_what_did_not_finish(
         ours, theirs = json.loads((sweep / name / "metrics.json").read_text()), json.loads(text)
         for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
             assert ours[key] == theirs[key], (name, key)
+
+
+def submitit_task(sweep: Path) -> int:
+    """The pid of the process that runs a submitit_local job of ``sweep`` (its task, not the
+    controller that watches it): the one a cluster would signal."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in command and any(str(sweep).encode() in a for a in command):
+            return int(entry.name)
+    raise AssertionError(f"no submitit task for {sweep}")
+
+
+def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """SIGUSR2 is what submitit sends before a time limit or on preemption: the job stops at
+    the end of an epoch, submitit requeues it, and the requeued job continues from its own
+    last.ckpt by itself, ending exactly as a job never interrupted."""
+    run = ["epochs=800", "val_interval=1000", "batch_size=16", "pictures=false", "seed=1,2"]
+    args = ["-m", *data_args(list_dataset), *run, "hydra/launcher=submitit_local"]
+    args += ["hydra.launcher.timeout_min=10", "hydra.sweep.dir=outputs/sweeps/requeued"]
+    sweep = tmp_path / "outputs" / "sweeps" / "requeued"
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    with open(tmp_path / "console.txt", "w") as console:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "letters.train", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 180
+        log = sweep / "0" / "train.log"
+        while not (log.is_file() and "training starts" in log.read_text()):
+            assert process.poll() is None, (tmp_path / "console.txt").read_text()
+            assert time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        time.sleep(0.5)
+        os.kill(submitit_task(sweep), signal.SIGUSR2)
+        assert process.wait(timeout=300) == 0, (tmp_path / "console.txt").read_text()
+    text = (sweep / "0" / "train.log").read_text()
+    assert "SIGUSR2 received" in text and "requeued after an interruption" in text
+    requeued = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert requeued["status"] == "finished" and requeued["epochs_completed"] == 800
+    # Uninterrupted, the same job ends with the same numbers.
+    run_cli("train", *data_args(list_dataset), *run[:-1], "seed=1", cwd=tmp_path)
+    (single,) = (tmp_path / "outputs" / "runs").iterdir()
+    uninterrupted = json.loads((single / "metrics.json").read_text())
+    for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
+        assert requeued[key] == uninterrupted[key], key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -16,6 +17,15 @@ from letters.files import write_atomically
 from letters.stack import member_checkpoint
 
 log = logging.getLogger("letters.train")
+
+
+def submitit_requeue_signal() -> signal.Signals | None:
+    """The signal submitit sends a job it is about to preempt or time out (SIGUSR2 unless
+    SUBMITIT_PREEMPT_SIGNAL names another), when this process is a submitit job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2")
+    return getattr(signal.Signals, f"SIG{name}", None)
 
 
 class ValidateLastEpoch(pl.Callback):
@@ -90,6 +100,10 @@ class GracefulStop(pl.Callback):
     training at the end of the current epoch, after every member's last.ckpt is written,
     instead of killing it mid-write or mid-epoch. ``signal`` then names the signal received.
 
+    Under submitit (``hydra/launcher=submitit_*``) its preemption signal (SIGUSR2) is caught
+    the same way; ``requeue`` then says that submitit's own handler must take over once the
+    runs are recorded (it checkpoints the job and requeues it: letters.resume.requeued_job).
+
     The epoch in progress finishes (well under a second at the reference's sizes): a resumed
     run repeats nothing and sees exactly the batches an uninterrupted run would. A second
     Ctrl-C stops at once. Lightning's own SIGTERM handling (stop after the current batch, exit
@@ -100,13 +114,20 @@ class GracefulStop(pl.Callback):
 
     def __init__(self) -> None:
         self.signal: signal.Signals | None = None
+        self.requeue_signal = submitit_requeue_signal()
         self._previous: dict[int, Any] = {}
+
+    @property
+    def requeue(self) -> bool:
+        """Stopped by submitit's preemption signal: its handler requeues the job."""
+        return self.signal is not None and self.signal == self.requeue_signal
 
     def install(self) -> None:
         """Catch the signals from now on (the engine calls this before fit starts)."""
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
-        for signum in self.SIGNALS:
+        signals = (*self.SIGNALS, self.requeue_signal) if self.requeue_signal else self.SIGNALS
+        for signum in signals:
             self._previous.setdefault(signum, signal.getsignal(signum))
             signal.signal(signum, self._received)
 
@@ -115,13 +136,21 @@ class GracefulStop(pl.Callback):
             signal.signal(signum, handler)
         self._previous = {}
 
+    def hand_over(self) -> None:
+        """After the runs are recorded: let submitit's handler requeue the job (it exits)."""
+        handler = signal.getsignal(self.signal)
+        if self.requeue and callable(handler):
+            handler(int(self.signal), None)
+
     def _received(self, signum: int, frame: Any) -> None:
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.signal = signal.Signals(signum)
+        then = "; submitit requeues the job after that" if self.requeue else ""
         log.warning(
-            "%s received: stopping at the end of this epoch, once last.ckpt is saved",
+            "%s received: stopping at the end of this epoch, once last.ckpt is saved%s",
             self.signal.name,
+            then,
         )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -3,11 +3,14 @@ a typo costs a second and one clear line instead of a traceback minutes into a r
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from letters.autograd import ACTIVATIONS, REDUCTIONS
 from letters.errors import ConfigError
@@ -81,3 +84,37 @@ def validate_training(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> No
     takes_momentum = OPTIMIZERS[name].takes_momentum
     if not takes_momentum and any(o.startswith("momentum=") for o in task_overrides):
         log.warning("momentum=%s is ignored: optimizer %s has no momentum", cfg.momentum, name)
+
+
+@functools.cache
+def shipped_targets() -> frozenset[str]:
+    """Every ``_target_`` that letters' own config groups name (data sources, loggers)."""
+    from letters.entry import CONF_DIR
+
+    targets = set()
+    for path in CONF_DIR.glob("*/*.yaml"):
+        if path.parent.name == "hydra":
+            continue
+        node = OmegaConf.load(path)
+        if isinstance(node, DictConfig) and isinstance(node.get("_target_"), str):
+            targets.add(node["_target_"])
+    return frozenset(targets)
+
+
+def check_handed_over(node: Any, source: str | os.PathLike, where: str = "") -> None:
+    """A config read from a file the user hands over (a run's config.yaml, a checkpoint's
+    hyper-parameters) may name only the classes letters' own configs name: instantiating any
+    other ``_target_`` would run whatever code the file chooses."""
+    if isinstance(node, dict | DictConfig):
+        items = node.items() if isinstance(node, dict) else node.items_ex(resolve=False)
+        for key, value in items:
+            here = f"{where}.{key}" if where else str(key)
+            if key == "_target_" and value not in shipped_targets():
+                raise ConfigError(
+                    f"{Path(source)}: {here}={value!r} is not a class letters' configs use "
+                    f"({', '.join(sorted(shipped_targets()))}); refusing to run it"
+                )
+            check_handed_over(value, source, here)
+    elif isinstance(node, list | ListConfig):
+        for index, value in enumerate(node):
+            check_handed_over(value, source, f"{where}[{index}]")

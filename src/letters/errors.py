@@ -23,8 +23,15 @@ class ConfigError(LettersError):
     """A config value is out of range; raised before any data is decoded or training starts."""
 
 
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to one line, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
+
+
 def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
-    """Print a LettersError as ``error: <message>`` and exit 1, unless HYDRA_FULL_ERROR=1."""
+    """Print a LettersError (or an OSError naming its file) as ``error: <message>`` and exit
+    1, unless HYDRA_FULL_ERROR=1."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -34,6 +41,12 @@ def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        except OSError as error:  # a full disk, a folder that cannot be written or made...
+            if os.environ.get("HYDRA_FULL_ERROR") == "1" or error.filename is None:
+                raise
+            reason = error.strerror or first_line(error)
+            print(f"error: {error.filename}: {reason}", file=sys.stderr, flush=True)
             sys.exit(1)
 
     return wrapper

@@ -22,8 +22,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as error:
-        raise LettersError(f"{path}: cannot be written ({reason(error)})") from error
+    except OSError as error:  # e.g. its folder cannot be made: name the folder too
+        where = "" if error.filename in (None, str(path)) else f": {error.filename}"
+        raise LettersError(f"{path}: cannot be written ({reason(error)}{where})") from error
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)

@@ -276,8 +276,14 @@ class LetterClassifier(pl.LightningModule):
             self.trainer.should_stop = True
 
     def log_member(self, member: int, metrics: dict[str, float], step: int) -> None:
-        if self.member_loggers:
+        if not self.member_loggers:
+            return
+        try:
             self.member_loggers[member].log_metrics(metrics, step)
+        except ValueError as error:  # Lightning's TensorBoardLogger words a failed write so
+            if isinstance(error.__cause__, OSError):
+                raise error.__cause__ from None
+            raise
 
     def on_train_epoch_end(self) -> None:
         self.close_training_epoch()

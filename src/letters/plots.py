@@ -210,13 +210,14 @@ def annotated_predictions(
     return figure
 
 
-def draw_in_parallel(tasks: list[tuple[str, dict[str, Any]]]) -> None:
+def draw_in_parallel(tasks: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
     """evaluation_pictures for several runs at once, one worker process per core.
 
     Each task is (the run's TensorBoard folder, evaluation_pictures' other arguments): a
     worker writes its images and projector there through its own SummaryWriter, which
     TensorBoard shows as the same run. Workers start fresh ("spawn"):
-    a forked copy of a process that has run torch's thread pool can hang.
+    a forked copy of a process that has run torch's thread pool can hang. Returns each
+    task's error (None when it drew everything): one run's full disk stops no other's.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -224,8 +225,8 @@ def draw_in_parallel(tasks: list[tuple[str, dict[str, Any]]]) -> None:
     workers = max(1, min(len(tasks), os.cpu_count() or 1))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
-        for _ in pool.map(_draw_task, tasks):
-            pass
+        futures = [pool.submit(_draw_task, task) for task in tasks]
+        return [future.exception() for future in futures]
 
 
 def _one_thread() -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from letters.errors import ConfigError, LettersError
+from letters.errors import ConfigError, LettersError, first_line
 
 log = logging.getLogger("letters.train")
 
@@ -39,6 +40,34 @@ def hydra_subdir(resume: str | bool | None, output_dir: str) -> str:
 
 
 OmegaConf.register_new_resolver("letters_hydra_subdir", hydra_subdir, replace=True)
+
+
+def scheduler_job_id() -> str | None:
+    """The scheduler's id of this job when submitit runs it (SLURM's job id, or the local
+    executor's): the same when submitit requeues the job after a preemption or time limit."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    import submitit
+
+    return str(submitit.JobEnvironment().job_id)
+
+
+def requeued_job(run_dir: Path) -> bool:
+    """Whether this job is submitit's requeue of one a signal interrupted: its directory holds
+    the interrupted run that this very scheduler job left. It then continues from its
+    last.ckpt without anyone typing anything (resume=true does the same for a whole sweep)."""
+    job_id = scheduler_job_id()
+    if job_id is None:
+        return False
+    try:
+        record = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return (
+        isinstance(record, dict)
+        and record.get("status") == "interrupted"
+        and record.get("scheduler_job_id") == job_id
+    )
 
 
 def continue_sweep_job(
@@ -90,7 +119,15 @@ def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     for path in (saved, checkpoint):
         if not path.is_file():
             raise LettersError(f"{path}: not found, so {cfg.resume} cannot be resumed")
-    resumed = OmegaConf.load(saved)
+    from letters.config import check_handed_over
+
+    try:
+        resumed = OmegaConf.load(saved)
+    except Exception as error:  # not YAML, or YAML that is not a mapping
+        raise LettersError(f"{saved}: not a readable config ({first_line(error)})") from None
+    if not isinstance(resumed, DictConfig):
+        raise LettersError(f"{saved}: not a letters run config (not a mapping)")
+    check_handed_over(resumed, saved)
     resumed.resume = str(checkpoint)
     if OmegaConf.select(resumed, "logger.save_dir") is not None:
         resumed.logger.save_dir = str(run_dir)  # where the run is now, if it was moved

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from letters.config import check_handed_over
 from letters.entry import hydra_command
 from letters.errors import ConfigError
 
@@ -20,7 +21,7 @@ def default_out_dir(ckpt: Path, data_name: str, split: str) -> Path:
     return run_dir / "test" / f"{ckpt.stem}-{data_name}-{split}"
 
 
-def data_for(cfg: DictConfig, model: Any):
+def data_for(cfg: DictConfig, model: Any, ckpt: Path):
     """The data the user chose, or else the data the checkpoint was trained on."""
     from hydra.utils import instantiate
 
@@ -28,6 +29,7 @@ def data_for(cfg: DictConfig, model: Any):
         data_cfg = OmegaConf.merge(cfg.data, {"norm_size": model.hparams.norm_size})
     else:
         data_cfg = OmegaConf.create(model.hparams.data)
+        check_handed_over(data_cfg, ckpt, "hyper_parameters.data")
     return instantiate(data_cfg).prepare()
 
 
@@ -40,7 +42,7 @@ def test(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt = Path(cfg.ckpt)
     model = load_classifier(ckpt, cfg.device)
-    data = data_for(cfg, model)
+    data = data_for(cfg, model, ckpt)
     inputs, labels = data.splits[cfg.split]
     predictions = predict_split(model, inputs, labels)
     out_dir = Path(cfg.out) if cfg.out else default_out_dir(ckpt, data.name, cfg.split)

@@ -116,12 +116,15 @@ def prepare_job(cfg: DictConfig) -> Job | float:
 
     from letters.config import validate_training
     from letters.errors import ConfigError
-    from letters.resume import continue_sweep_job, resumed_config
+    from letters.resume import continue_sweep_job, requeued_job, resumed_config
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     try:
+        if multirun() and not cfg.get("resume") and requeued_job(run_dir):
+            log.info("%s: requeued after an interruption; continuing from last.ckpt", run_dir)
+            cfg.resume = True
         if cfg.get("resume") is True:
             if not multirun():
                 raise ConfigError(
@@ -220,6 +223,8 @@ def build(jobs: list[Job]) -> Stack:
         members=[member_settings(job.cfg) for job in jobs],
     )
     loggers = [instantiate(job.cfg.logger) for job in jobs]
+    for logger in loggers:
+        logger.experiment  # noqa: B018  (its folder, now: an unwritable one fails before training)
     model.member_loggers = loggers
     checkpoints = MemberCheckpoints([job.run_dir for job in jobs])
     stopper = GracefulStop()
@@ -254,7 +259,10 @@ def fit(stack: Stack) -> None:
         log.info("a stack of %d runs: %s", len(stack.jobs), ", ".join(describe(stack.jobs)))
     stack.stopper.install()
     try:
-        stack.trainer.fit(stack.model, datamodule=stack.data, ckpt_path=resume or None)
+        # weights_only: a checkpoint is data; resuming from one must not run code from it.
+        stack.trainer.fit(
+            stack.model, datamodule=stack.data, ckpt_path=resume or None, weights_only=True
+        )
     finally:
         stack.stopper.restore()
 
@@ -279,18 +287,14 @@ def record(stack: Stack, strict: bool) -> list[float]:
         for member, (_, predictions) in enumerate(tested)
         if predictions is not None and stack.jobs[member].cfg.pictures
     }
-    if len(pictures) == 1:  # one run: draw here, into its open TensorBoard writer
-        from letters.plots import evaluation_pictures
-
-        ((member, task),) = pictures.items()
-        evaluation_pictures(**task, writer=stack.loggers[member].experiment)
-    elif pictures:  # a stack: each member's pictures in a worker process, side by side
-        from letters.plots import draw_in_parallel
-
-        draw_in_parallel(
-            [(stack.loggers[member].log_dir, task) for member, task in pictures.items()]
-        )
+    unwritten = draw(stack, pictures)
+    for member, message in unwritten.items():
+        tested[member][0]["pictures_error"] = message
     scores = [finish_member(stack, member, record) for member, (record, _) in enumerate(tested)]
+    if strict and unwritten:  # the run is recorded; its exit status says what went wrong
+        from letters.errors import LettersError
+
+        raise LettersError(unwritten[0])
     diverged = stack.model.diverged_at[0]
     if strict and diverged is not None:
         from letters.errors import LettersError
@@ -303,28 +307,79 @@ def record(stack: Stack, strict: bool) -> list[float]:
     return scores
 
 
+def draw(stack: Stack, pictures: dict[int, dict[str, Any]]) -> dict[int, str]:
+    """Draw each member's pictures. A picture that cannot be written (a full disk, a folder
+    that cannot be made) is logged in one line and returned by member, so that every run is
+    still tested and recorded."""
+    from letters.errors import LettersError
+
+    if len(pictures) == 1:  # one run: draw here, into its open TensorBoard writer
+        from letters.plots import evaluation_pictures
+
+        ((member, task),) = pictures.items()
+        try:
+            evaluation_pictures(**task, writer=stack.loggers[member].experiment)
+            errors: dict[int, BaseException | None] = {member: None}
+        except (LettersError, OSError) as error:
+            errors = {member: error}
+    elif pictures:  # a stack: each member's pictures in a worker process, side by side
+        from letters.plots import draw_in_parallel
+
+        tasks = [(stack.loggers[member].log_dir, task) for member, task in pictures.items()]
+        errors = dict(zip(pictures, draw_in_parallel(tasks), strict=True))
+    else:
+        errors = {}
+    unwritten = {}
+    for member, error in errors.items():
+        if error is None:
+            continue
+        if not isinstance(error, LettersError | OSError):
+            raise error
+        unwritten[member] = written_error(error)
+        log.error("pictures not drawn: %s", unwritten[member], extra={"member": member})
+    return unwritten
+
+
+def written_error(error: BaseException) -> str:
+    """One line for a failed write: a LettersError's own, or an OSError's file and reason."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
+
+
 def record_interrupted(stack: Stack, stopped_by: Any) -> None:
     """A signal stopped training: each member's metrics.json says so and how to continue,
     then the process exits with 128 + the signal's number (143 for SIGTERM, 130 for SIGINT),
     as a scheduler expects of a job it stopped. Nothing is tested or drawn: the time a
-    scheduler grants after its signal is short."""
+    scheduler grants after its signal is short. Under submitit its preemption signal goes on
+    to submitit's handler instead, which requeues the job; the requeued job continues from
+    last.ckpt by itself (letters.resume.requeued_job)."""
     from letters.files import write_json
+    from letters.resume import scheduler_job_id
 
     epochs = stack.trainer.current_epoch
+    job_id = scheduler_job_id()
+    then = "Continue with:"
+    if stack.stopper.requeue:
+        then = "submitit requeues the job, which continues from it by itself; by hand:"
     for member, job in enumerate(stack.jobs):
         command = f"python -m letters.train resume={shown_path(job.run_dir)}"
         record = member_record(stack, member, "interrupted")
         record.update(signal=stopped_by.name, epochs=job.cfg.epochs, resume=command)
+        if job_id is not None:
+            record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
         write_json(job.run_dir / "metrics.json", record)
         stack.loggers[member].finalize("interrupted")
         log.warning(
-            "interrupted by %s after epoch %d of %d; last.ckpt is saved. Continue with: %s",
+            "interrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
             stopped_by.name,
             epochs,
             job.cfg.epochs,
+            then,
             command,
             extra={"member": member},
         )
+    stack.stopper.hand_over()  # submitit's preemption signal: its handler requeues and exits
     raise SystemExit(128 + int(stopped_by))
 
 

@@ -7,6 +7,7 @@ code that prepared its training data.
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -15,6 +16,10 @@ from PIL import Image, UnidentifiedImageError
 from letters.errors import LettersError
 
 CLASSES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# An image of more pixels than Pillow's limit (a decompression bomb) is refused, not decoded:
+# Pillow only warns below twice its limit, and the warning becomes the error reported below.
+warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def label_index(label: object, where: str) -> int:
@@ -51,6 +56,8 @@ def load_grey(path: str | os.PathLike, size: int) -> np.ndarray:
             return np.array(resized, dtype=np.uint8)  # a writable copy
     except FileNotFoundError:
         raise LettersError(f"{path}: image file not found") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise LettersError(f"{path}: refused, too many pixels ({error})") from None
     except UnidentifiedImageError:
         raise LettersError(f"{path}: not an image (or a format Pillow cannot read)") from None
     except (OSError, ValueError, SyntaxError) as error:

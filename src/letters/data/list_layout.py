@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -40,8 +40,18 @@ def read_listing(root: Path, split: str) -> list[tuple[str, int]]:
         raise LettersError(f"{path}: the {split} split is empty")
     entries = []
     for name, label in listing.items():
+        check_image_name(name, path)
         entries.append((name, label_index(label, f"{path}: {name}")))
     return entries
+
+
+def check_image_name(name: str, listing: Path) -> None:
+    """An image name is a path inside images/: a split file must not reach other files."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if not name.strip() or name.startswith(("/", "\\")) or ".." in parts or ":" in name[:2]:
+        raise LettersError(
+            f"{listing}: {name!r} is not a file name inside images/ (no absolute paths or '..')"
+        )
 
 
 def decode_split(images_dir: Path, entries: list[tuple[str, int]], size: int):
