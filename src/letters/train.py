@@ -231,6 +231,12 @@ def build(jobs: list[Job]) -> Stack:
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     if settings.get("enable_progress_bar") is None:
         settings["enable_progress_bar"] = sys.stderr.isatty()
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect() and not settings.get("plugins"):
+        # One requeue mechanism: submitit's (GracefulStop), which saves every member and
+        # records each run; Lightning's own would write a checkpoint of the whole stack.
+        settings["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     trainer = pl.Trainer(
         **settings,
         logger=False,  # each member logs to its own loggers (LetterClassifier.log_member)
