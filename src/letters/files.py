@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -14,6 +16,9 @@ from letters.errors import LettersError
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
     """Call ``write`` on a temporary file beside ``path``, fsync it, then rename it over.
+
+    The file gets the mode a plain ``open(path, "w")`` would give a new file (0o666 less the
+    umask: 0644 under umask 022), not mkstemp's private 0600.
 
     A write that fails (a full disk, a file-size limit, a folder that cannot be written) ends
     in one LettersError naming ``path``; the previous file at ``path`` is left as it was.
@@ -26,6 +31,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
         where = "" if error.filename in (None, str(path)) else f": {error.filename}"
         raise LettersError(f"{path}: cannot be written ({reason(error)}{where})") from error
     try:
+        # A file system that refuses modes (some network or FAT mounts) keeps mkstemp's.
+        with contextlib.suppress(OSError, AttributeError):  # AttributeError: no fchmod
+            os.fchmod(descriptor, 0o666 & ~umask())
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()
@@ -41,6 +49,34 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any])
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+PROC_STATUS = "/proc/self/status"  # Linux (4.7 and later) shows the umask there
+_umask_lock = threading.Lock()
+_umask_of_process: dict[int, int] = {}  # pid -> umask, where /proc cannot tell
+
+
+def umask() -> int:
+    """The process's umask, without changing it even for a moment where possible.
+
+    ``os.umask`` can only read the umask by setting it, which for an instant gives files that
+    other threads create a wrong mode; Linux shows it in /proc/self/status instead (since 4.7).
+    Elsewhere it is read with ``os.umask`` once per process, under a lock.
+    """
+    try:
+        with open(PROC_STATUS, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    pid = os.getpid()
+    with _umask_lock:
+        if pid not in _umask_of_process:
+            mask = os.umask(0o077)  # while it is changed, new files are private, not open
+            os.umask(mask)
+            _umask_of_process[pid] = mask
+        return _umask_of_process[pid]
 
 
 def reason(error: BaseException) -> str:

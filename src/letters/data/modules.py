@@ -16,7 +16,7 @@ import torch
 from letters.data.cache import Splits, cache_key, cached_splits
 from letters.data.images import CLASSES, resize_grey, to_model_input
 from letters.data.list_layout import SPLITS, load_list_layout
-from letters.errors import LettersError
+from letters.errors import ConfigError, LettersError
 from letters.stack import ORDER, epoch_seed
 
 
@@ -121,8 +121,12 @@ class LetterDataModule(pl.LightningDataModule):
         seeds: Sequence[int] = (0,),
         cache_dir: str = "~/.cache/letters",
         steps_per_call: int = 1,
+        train_limit: int | None = None,
     ) -> None:
         super().__init__()
+        # Train on this many images of the training split only, always the same ones
+        # (debug=overfit); validation and test keep their whole splits.
+        self.train_limit = train_limit
         self.norm_size = norm_size
         self.batch_size = batch_size
         # Training chunks hold this many mini-batches; LetterClassifier steps through them.
@@ -138,11 +142,20 @@ class LetterDataModule(pl.LightningDataModule):
     def prepare(self) -> LetterDataModule:
         """Decode (or read from the cache) all splits; idempotent, callable outside Lightning."""
         if not self.splits:
+            limit = self.train_limit  # checked here: Hydra's instantiate would wrap the error
+            whole = isinstance(limit, int) and not isinstance(limit, bool)
+            if limit is not None and not (whole and limit >= 1):
+                raise ConfigError(
+                    f"data.train_limit={self.train_limit}: a number of training images "
+                    "(1 or more), or null for all of them"
+                )
             grey = self.load_grey_splits()
             for split in SPLITS:
                 images, labels = grey[split]
                 if len(labels) == 0:
                     raise LettersError(f"{type(self).__name__}: the {split} split is empty")
+                if split == "train" and self.train_limit is not None:
+                    images, labels = fixed_subset(images, labels, self.train_limit)
                 self.splits[split] = (to_model_input(images), labels)
         return self
 
@@ -198,6 +211,18 @@ class LetterDataModule(pl.LightningDataModule):
         self.prepare()
         sizes = ", ".join(f"{name} {len(labels)}" for name, (_, labels) in self.splits.items())
         return f"{type(self).__name__} ({sizes} images, {self.norm_size}x{self.norm_size})"
+
+
+def fixed_subset(
+    images: torch.Tensor, labels: torch.Tensor, count: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` images of a split, the same ones every time and for every seed: a fixed
+    random choice (a split's first images may all be of one letter), kept in split order."""
+    if count >= len(labels):
+        return images, labels
+    chosen = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:count]
+    chosen = chosen.sort().values
+    return images[chosen], labels[chosen]
 
 
 class ListDataModule(LetterDataModule):
