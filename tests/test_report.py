@@ -1,0 +1,417 @@
+"""What a user sees of a sweep: letters.report in the form that fits it (a grid of settings
+over seeds, the reference's tables beside ours, an Optuna search trial by trial, collapsed
+runs flagged), the summary every multirun prints when it ends, and Optuna's momentum only
+where the optimizer uses one."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from conftest import run_cli
+from letters.report import build_report, report
+from letters.sweep_summary import SweepSummary, plain_optuna_logs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def tiny(list_dataset: Path) -> list[str]:
+    return [
+        "data=list",
+        f"data.root={list_dataset}",
+        "epochs=1",
+        "val_interval=1",
+        "batch_size=16",
+        "pictures=false",
+    ]
+
+
+def only_sweep(work: Path) -> Path:
+    (sweep,) = (work / "outputs" / "sweeps").iterdir()
+    return sweep
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The Markdown table's body rows, as lists of cells."""
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def make_job(
+    sweep: Path, number: int, overrides: list[str], metrics: dict | None, sweeper: str = "basic"
+) -> None:
+    job = sweep / str(number)
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    hydra = {"hydra": {"job": {"num": number}, "runtime": {"choices": {"hydra/sweeper": sweeper}}}}
+    (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def finished(val: float, test: float, **extra) -> dict:
+    return {"status": "finished", "val_acc": val, "best_val_acc": val, "test_acc": test, **extra}
+
+
+# ---------------------------------------------------------------------------------------------
+# The report's forms, from sweeps built by hand
+# ---------------------------------------------------------------------------------------------
+
+
+def test_one_seed_a_setting_shows_plain_numbers_and_marks_the_best(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["lr=0.001", "seed=1"], finished(0.5, 0.4))
+    make_job(sweep, 1, ["lr=0.01", "seed=1"], finished(0.625, 0.5))
+    text = report(sweep)
+    assert "| lr | val acc (last epoch) % | test acc % | runs | note |" in text
+    assert table_rows(text) == [
+        ["0.001", "50.0", "40.0", "1", ""],
+        ["0.01", "62.5", "50.0", "1", "best"],
+    ]
+    assert "±" not in text and "one run per setting" in text
+    assert "Best by validation accuracy: lr=0.01 (marked best)." in text
+    assert json.loads((sweep / "report.json").read_text())["groups"][1]["best"] is True
+
+
+def test_several_seeds_show_mean_and_spread(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["lr=0.001", "seed=1"], finished(0.5, 0.25))
+    make_job(sweep, 1, ["lr=0.001", "seed=2"], finished(0.7, 0.35))
+    make_job(sweep, 2, ["lr=0.01", "seed=1"], finished(0.4, 0.3))
+    make_job(sweep, 3, ["lr=0.01", "seed=2"], finished(0.4, 0.3))
+    text = report(sweep)
+    assert table_rows(text) == [
+        ["0.001", "60.0 ± 14.1", "30.0 ± 7.1", "2", "best"],
+        ["0.01", "40.0 ± 0.0", "30.0 ± 0.0", "2", ""],
+    ]
+    assert "mean ± standard deviation over seeds; 4 of 4 runs in the table." in text
+
+
+def test_plot_title_speaks_of_spread_only_with_several_seeds(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.axes import Axes
+
+    titles: list[str] = []
+    set_title = Axes.set_title
+    monkeypatch.setattr(
+        Axes,
+        "set_title",
+        lambda axes, label, *a, **k: titles.append(label) or set_title(axes, label, *a, **k),
+    )
+    for seeds in ((1,), (1, 2)):
+        sweep = tmp_path / f"seeds{len(seeds)}"
+        for number, (lr, seed) in enumerate((lr, seed) for lr in ("0.1", "0.2") for seed in seeds):
+            make_job(sweep, number, [f"lr={lr}", f"seed={seed}"], finished(0.5 + seed / 10, 0.5))
+        report(sweep)
+    assert titles == ["seeds1: one run per setting", "seeds2: mean ± 1 std over seeds"]
+
+
+def test_reference_tables_stand_beside_ours(tmp_path: Path) -> None:
+    momentum = tmp_path / "momentum"
+    for number, value in enumerate(("0.88", "0.95", "0.97")):
+        overrides = [f"momentum={value}", "experiment=momentum_table", "seed=1"]
+        make_job(momentum, number, overrides, finished(0.5 + number / 10, 0.5))
+    text = report(momentum)
+    assert (
+        "| momentum | val acc (last epoch) % | test acc % | runs | reference val / test % |" in text
+    )
+    assert [row[4] for row in table_rows(text)] == ["65.0 / 69.5", "74.8 / 78.0", "-"]
+    assert "the reference's Table 1 (SGD, lr 5e-4, hidden 32" in text
+
+    # Table 2 recognised without the experiment: Adam, weight decay swept.
+    decay = tmp_path / "decay"
+    for number, value in enumerate(("0.1", "0.15")):
+        params = {"optimizer": "adam", "weight_decay": float(value)}
+        make_job(decay, number, [f"weight_decay={value}"], finished(0.6, 0.6, params=params))
+    assert [row[4] for row in table_rows(report(decay))] == ["80.5 / 80.2", "80.8 / 84.2"]
+
+    # The same key with another optimizer is not the reference's table.
+    sgd = tmp_path / "sgd"
+    for number, value in enumerate(("0.1", "0.15")):
+        params = {"optimizer": "sgd", "weight_decay": float(value)}
+        make_job(sgd, number, [f"weight_decay={value}"], finished(0.6, 0.6, params=params))
+    assert "reference" not in report(sgd)
+
+
+def test_a_search_is_a_table_of_trials_best_first(tmp_path: Path) -> None:
+    sweep = tmp_path / "study"
+    adam = {"optimizer": "adam", "momentum": None}
+    diverged = {"status": "diverged", "diverged_epoch": 1, "diverged_step": 3, "val_acc": None}
+    trials = [
+        (
+            ["optimizer=adam", "lr=0.0012296071107", "hidden_sizes=[64]"],
+            finished(0.3, 0.25, params=adam),
+        ),
+        (["optimizer=sgd", "lr=0.0035", "momentum=0.9", "hidden_sizes=[32]"], finished(0.5, 0.45)),
+        (["optimizer=sgd", "lr=1e9", "momentum=0.85", "hidden_sizes=[64]"], diverged),
+        (["optimizer=adam", "lr=0.002", "hidden_sizes=[32]"], finished(0.4, 0.5, params=adam)),
+    ]
+    for number, (overrides, metrics) in enumerate(trials):
+        make_job(
+            sweep, number, [*overrides, "hparams_search=optuna", "epochs=1"], metrics, "optuna"
+        )
+    text = report(sweep)
+    keys = "optimizer | lr | hidden_sizes | momentum"
+    assert f"| trial | folder | {keys} | val acc (last epoch) % | test acc % | note |" in text
+    assert table_rows(text) == [
+        ["1", "1", "sgd", "0.0035", "[32]", "0.9", "50.0", "45.0", "best"],
+        ["3", "3", "adam", "0.002", "[32]", "-", "40.0", "50.0", ""],
+        ["0", "0", "adam", "0.00123", "[64]", "-", "30.0", "25.0", ""],
+    ]
+    assert "Best: trial 1 (folder 1), val 50.0%, test 45.0%" in text
+    assert (
+        "- 2 (optimizer=sgd lr=1e9 momentum=0.85 hidden_sizes=[64] hparams_search=optuna " in text
+    )
+    assert "seeds" not in text
+    written = json.loads((sweep / "report.json").read_text())
+    assert written["kind"] == "search" and [t["trial"] for t in written["trials"]] == [1, 3, 0, 2]
+    assert (sweep / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trials_that_form_no_grid_are_a_search_too(tmp_path: Path) -> None:
+    sweep = tmp_path / "random"
+    for number, (lr, wd) in enumerate((("0.001", "0.1"), ("0.002", "0.05"), ("0.003", "0.2"))):
+        make_job(sweep, number, [f"lr={lr}", f"weight_decay={wd}"], finished(0.1 * number, 0.1))
+    made = build_report(sweep)
+    assert made.search and [row[0] for row in table_rows(made.text)] == ["2", "1", "0"]
+    grid = tmp_path / "grid"
+    pairs = (("0.001", "0.1"), ("0.001", "0.2"), ("0.01", "0.1"), ("0.01", "0.2"))
+    for number, (lr, wd) in enumerate(pairs):
+        make_job(grid, number, [f"lr={lr}", f"weight_decay={wd}"], finished(0.5, 0.5))
+    assert not build_report(grid).search
+
+
+def test_collapsed_runs_are_flagged(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["lr=0.001", "seed=1"], finished(0.6, 0.6, predicted_classes=24))
+    make_job(sweep, 1, ["lr=0.001", "seed=2"], finished(0.12, 0.1, predicted_classes=1))
+    make_job(sweep, 2, ["lr=10", "seed=1"], finished(0.03, 0.03846153989434242))  # 2 of 52, float32
+    make_job(sweep, 3, ["lr=10", "seed=2"], finished(0.03, 0.02, predicted_classes=9))
+    text = report(sweep)
+    assert [row[-1] for row in table_rows(text)] == ["best, 1 of 2 collapsed", "1 of 2 collapsed"]
+    assert (
+        "- 1 (lr=0.001 seed=2): val 12.0%, test 10.0%, predicts 1 class for every test image"
+        in text
+    )
+    assert (
+        "- 2 (lr=10 seed=1): val 3.0%, test 3.8%, val and test accuracy at or below chance" in text
+    )
+    assert "- 0 (" not in text and "- 3 (" not in text
+
+
+def test_unreadable_and_unfinished_runs_are_listed_not_fatal(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["lr=0.001"], finished(0.5, 0.5))
+    make_job(sweep, 1, ["lr=0.01"], None)
+    (sweep / "1" / "metrics.json").write_text('{"status": "fini')
+    interrupted = {
+        "status": "interrupted",
+        "val_acc": 0.2,
+        "resume": "python -m letters.train resume=x",
+    }
+    make_job(sweep, 2, ["lr=0.1"], interrupted)
+    make_job(sweep, 3, ["lr=1"], {"status": "failed", "error": "x.png: not an image"})
+    text = report(sweep)
+    assert "- 1 (lr=0.01): unreadable metrics.json (" in text
+    assert "- 2 (lr=0.1): interrupted" in text
+    assert "- 3 (lr=1): failed: x.png: not an image" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep-end summary
+# ---------------------------------------------------------------------------------------------
+
+
+def end_of_sweep(sweep_dir: Path | str, capsys: pytest.CaptureFixture) -> str:
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    SweepSummary().on_multirun_end(config=config, config_name="train")
+    return capsys.readouterr().out
+
+
+def test_summary_survives_what_it_cannot_read(tmp_path: Path, capsys) -> None:
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["lr=0.001"], finished(0.5, 0.5))
+    make_job(sweep, 1, ["lr=0.01"], None)
+    (sweep / "1" / "metrics.json").write_text("not json")
+    printed = end_of_sweep(sweep, capsys)
+    assert "  0 (lr=0.001): finished: val_acc 50.0% (best 50.0%), test_acc 50.0%" in printed
+    assert "  1 (lr=0.01): unreadable metrics.json (" in printed
+    assert f"tensorboard --logdir {sweep}" in printed
+    assert end_of_sweep(tmp_path / "nothing", capsys).strip() == (
+        f"sweep summary: {tmp_path / 'nothing'}: not a folder"
+    )
+    SweepSummary().on_multirun_end(config=OmegaConf.create({}), config_name="train")
+    assert capsys.readouterr().out.startswith("sweep summary: not made (")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream", [io.StringIO, Terminal], ids=["file", "terminal"])
+def test_optuna_logs_carry_colour_codes_only_to_a_terminal(stream: type) -> None:
+    import optuna  # noqa: F401
+
+    (handler,) = logging.getLogger("optuna").handlers
+    before = handler.setStream(stream())
+    try:
+        plain_optuna_logs()
+        record = logging.LogRecord("optuna", logging.INFO, __file__, 1, "a study", None, None)
+        assert ("\x1b" in handler.format(record)) == (stream is Terminal)
+    finally:
+        handler.setStream(before)
+        plain_optuna_logs()
+
+
+# ---------------------------------------------------------------------------------------------
+# Optuna's search space: momentum only where the optimizer uses one
+# ---------------------------------------------------------------------------------------------
+
+
+def configured_trials(typed: list[str], n: int = 24) -> list[dict[str, str]]:
+    """The overrides the Optuna sweeper gives n trials of hparams_search=optuna."""
+    import optuna
+    from hydra_plugins.hydra_optuna_sweeper._impl import (
+        OptunaSweeperImpl,
+        create_params_from_overrides,
+    )
+
+    search = yaml.safe_load((CONF / "hparams_search" / "optuna.yaml").read_text())
+    sweeper_conf = search["hydra"]["sweeper"]
+    sweeper = OptunaSweeperImpl(
+        sampler=None,
+        direction="maximize",
+        storage=None,
+        study_name=None,
+        n_trials=n,
+        n_jobs=1,
+        max_failure_rate=0.0,
+        search_space=None,
+        params=None,
+        custom_search_space=sweeper_conf["custom_search_space"],
+    )
+    sweeper.config = OmegaConf.create({"optimizer": {"name": "sgd"}})
+    params = [f"{key}={value}" for key, value in sweeper_conf["params"].items()]
+    space, fixed = create_params_from_overrides(params + typed)
+    for name in fixed:
+        space.pop(name, None)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    trials = [study.ask() for _ in range(n)]
+    configured = sweeper._configure_trials(trials, space, fixed)
+    return [dict(override.split("=", 1) for override in trial) for trial in configured]
+
+
+def test_optuna_samples_momentum_only_for_optimizers_that_use_it() -> None:
+    trials = configured_trials([])
+    assert {trial["optimizer"] for trial in trials} == {"sgd", "adam", "adamw"}
+    for trial in trials:
+        assert ("momentum" in trial) == (trial["optimizer"] == "sgd"), trial
+        if "momentum" in trial:
+            assert 0.8 <= float(trial["momentum"]) <= 0.98
+    rmsprop = configured_trials(["optimizer=choice(rmsprop,adagrad)"], n=8)
+    assert all(("momentum" in t) == (t["optimizer"] == "rmsprop") for t in rmsprop)
+    assert all("momentum" not in t for t in configured_trials(["optimizer=adam"], n=3))
+    assert all(t["momentum"] == "0.9" for t in configured_trials(["momentum=0.9"], n=3))
+
+
+# ---------------------------------------------------------------------------------------------
+# Real sweeps through the command line
+# ---------------------------------------------------------------------------------------------
+
+
+def summary_part(stdout: str) -> str:
+    assert "\n== " in stdout, stdout
+    return stdout[stdout.index("\n== ") :]
+
+
+def test_momentum_table_sweep_ends_with_its_summary_and_report(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    result = run_cli(
+        "train",
+        "-m",
+        "experiment=momentum_table",
+        "seed=1,2",
+        "hydra/launcher=stacked",
+        *tiny(list_dataset),
+        cwd=tmp_path,
+    )
+    sweep = only_sweep(tmp_path)
+    summary = summary_part(result.stdout)
+    assert "== 10 jobs of the sweep, as each ended (from metrics.json)" in summary
+    for number, metrics_file in enumerate(sorted(sweep.glob("*/metrics.json"))):
+        metrics = json.loads(metrics_file.read_text())
+        params = metrics["params"]
+        line = f"  {number} (momentum={params['momentum']} seed={params['seed']}): "
+        line += f"finished: val_acc {100 * metrics['val_acc']:.1f}%"
+        assert line in summary
+    rows = table_rows(summary)
+    assert [row[0] for row in rows] == ["0.88", "0.9", "0.92", "0.95", "0.98"]
+    assert all("±" in row[1] and row[3] == "2" for row in rows)
+    published = ["65.0 / 69.5", "67.2 / 71.0", "67.5 / 70.8", "74.8 / 78.0", "62.0 / 61.8"]
+    assert [row[4] for row in rows] == published
+    assert sum("best" in row[5] for row in rows) == 1
+    shown = f"outputs/sweeps/{sweep.name}"
+    assert summary.rstrip().endswith(f"sweep: {shown}\ntensorboard --logdir {shown}")
+    printed = run_cli("report", shown, cwd=tmp_path).stdout
+    assert printed.split("\n\nwritten: ")[0].strip() in summary
+
+
+def test_optuna_search_ends_with_its_best_trial(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    result = run_cli(
+        "train",
+        "-m",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+        *tiny(list_dataset),
+        cwd=tmp_path,
+    )
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "is ignored" not in result.stdout + result.stderr
+    sweep = only_sweep(tmp_path)
+    for job in sweep.glob("*/.hydra/overrides.yaml"):
+        overrides = dict(line.split("=", 1) for line in yaml.safe_load(job.read_text()))
+        assert ("momentum" in overrides) == (overrides["optimizer"] == "sgd"), overrides
+    summary = summary_part(result.stdout)
+    assert "== 3 trials of the sweep" in summary and "seed" not in summary
+    rows = table_rows(summary)
+    values = [float(row[-3]) for row in rows]
+    assert values == sorted(values, reverse=True) and len(rows) == 3
+    best = rows[0][0]
+    metrics = json.loads((sweep / best / "metrics.json").read_text())
+    shown = f"outputs/sweeps/{sweep.name}/{best}"
+    assert (
+        f"Best trial: {best}, val acc {100 * metrics['val_acc']:.1f}%\n  folder: {shown}\n"
+        in summary
+    )
+    assert f"  best checkpoint: {shown}/checkpoints/best.ckpt" in summary
+    assert (sweep / best / "checkpoints" / "best.ckpt").is_file()
+    found = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert found["best_value"] == pytest.approx(metrics["val_acc"])
+
+
+def test_submitit_jobs_results_reach_the_console(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    result = run_cli(
+        "train",
+        "-m",
+        "momentum=0.9,0.95",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        *tiny(list_dataset),
+        cwd=tmp_path,
+    )
+    summary = summary_part(result.stdout)
+    for job, momentum in (("0", "0.9"), ("1", "0.95")):
+        assert re.search(rf"\n  {job} \(momentum={momentum}\): finished: val_acc [\d.]+%", summary)
+    assert re.search(r"\| 0\.9 \| [\d.]+ \| [\d.]+ \| 1 \| 67\.2 / 71\.0 \|", summary)
