@@ -50,7 +50,8 @@ def test_tensorboard_has_losses_accuracies_and_hparams(trained_run: Path) -> Non
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         tags |= set(accumulator.Tags()["scalars"])
-    assert {"train/loss", "val/acc", "val/loss", "test/acc", "hparams/test_acc"} <= tags
+    assert {"train/loss", "val/acc", "val/best_acc", "val/loss", "test/acc"} <= tags
+    assert not [tag for tag in tags if tag.startswith("hparams/")]  # no copies of the metrics
 
 
 def test_test_command_reproduces_the_runs_test_accuracy(trained_run: Path, list_dataset) -> None:
@@ -184,3 +185,23 @@ def test_test_command_on_data_given_on_the_command_line(
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert written["accuracy"] == pytest.approx(metrics["test_acc"], abs=1e-6)
     assert "test accuracy" in result.stdout
+
+
+def test_the_progress_bar_counts_optimizer_steps_and_epochs_from_one(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """On a terminal (forced on here): epochs from 1, optimizer steps (104 images / 16 = 7),
+    the training loss and the validation accuracy on the bar."""
+    data = ["data=list", f"data.root={list_dataset}", "epochs=2", "batch_size=16"]
+    result = run_cli(
+        "train",
+        *data,
+        "val_interval=1",
+        "pictures=false",
+        "trainer.enable_progress_bar=true",
+        cwd=tmp_path,
+    )
+    bar = result.stderr.replace("\r", "\n")
+    assert "Epoch 1/2" in bar and "Epoch 2/2" in bar and "Epoch 0/" not in bar
+    assert "7/7" in bar and "step/s" in bar
+    assert "loss=" in bar and "val_acc=" in bar

@@ -444,7 +444,7 @@ def test_checkpoints_and_configs_handed_over_cannot_run_code(
             target = "_target_: pytorch_lightning.loggers.TensorBoardLogger"
             assert target in text
             (other / "config.yaml").write_text(text.replace(target, "_target_: builtins.exec"))
-            message = f"error: {other}/config.yaml: logger._target_='builtins.exec' is not"
+            message = f"error: {other}/config.yaml: logger.tensorboard._target_='builtins.exec' is"
         cases.append((["train", f"resume={other}", "epochs=2"], message))
     for command, message in cases:
         result = run_cli(*command, cwd=tmp_path, check=False)

@@ -169,7 +169,10 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
     """SIGUSR2 is what submitit sends before a time limit or on preemption: the job stops at
     the end of an epoch, submitit requeues it, and the requeued job continues from its own
     last.ckpt by itself, ending exactly as a job never interrupted."""
-    run = ["epochs=800", "val_interval=1000", "batch_size=16", "pictures=false", "seed=1,2"]
+    # One thread in both runs: the same sums in the same order (submitit jobs get their share
+    # of the cores by default, a run alone all of them).
+    run = ["epochs=800", "val_interval=1000", "batch_size=16", "pictures=false", "torch_threads=1"]
+    run.append("seed=1,2")
     args = ["-m", *data_args(list_dataset), *run, "hydra/launcher=submitit_local"]
     args += ["hydra.launcher.timeout_min=10", "hydra.sweep.dir=outputs/sweeps/requeued"]
     sweep = tmp_path / "outputs" / "sweeps" / "requeued"

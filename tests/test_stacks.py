@@ -66,7 +66,7 @@ def test_a_stacked_job_leaves_what_the_basic_launcher_leaves(sweeps: dict[str, P
         assert files(mine) == files(theirs)
         assert {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"} <= files(mine)
         assert {"checkpoints/best.ckpt", "checkpoints/last.ckpt", "train.log"} <= files(mine)
-        assert list((mine / "tensorboard").glob("events.out.tfevents.*"))
+        assert list((mine / "tensorboard").rglob("events.out.tfevents.*"))
         assert (mine / ".hydra" / "overrides.yaml").read_text() == (
             theirs / ".hydra" / "overrides.yaml"
         ).read_text()
@@ -122,8 +122,8 @@ def test_resume_continues_a_stacked_job_alone(sweeps: dict[str, Path], tmp_path:
     record = metrics(job)
     assert record["status"] == "finished" and record["epochs_completed"] == 3
     assert record["stack_size"] == 1
-    events = len(list((original / "tensorboard").glob("events.out.tfevents.*")))
-    assert len(list((job / "tensorboard").glob("events.out.tfevents.*"))) == events + 1
+    events = len(list((original / "tensorboard").rglob("events.out.tfevents.*")))
+    assert len(list((job / "tensorboard").rglob("events.out.tfevents.*"))) == events + 1
     assert metrics(original)["epochs_completed"] == 2  # the sweep's own copy is untouched
 
 
@@ -245,7 +245,7 @@ def tensorboard_contents(job: Path) -> tuple[set[str], dict[str, float], dict[st
     from tensorboard.plugins.hparams import plugin_data_pb2
 
     tags, last, hparams = set(), {}, {}
-    for events in (job / "tensorboard").glob("events.out.tfevents.*"):
+    for events in (job / "tensorboard").rglob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         for tag in accumulator.Tags()["scalars"]:
@@ -273,5 +273,6 @@ def test_each_stacked_job_logs_what_a_single_run_logs(sweeps: dict[str, Path]) -
         assert set(hparams) == set(their_hparams) and hparams
         record = metrics(mine)
         assert hparams["momentum"].number_value == pytest.approx(record["params"]["momentum"])
-        for key in ("val_acc", "test_acc", "train_loss"):
-            assert last[f"hparams/{key}"] == pytest.approx(record[key], rel=1e-6)
+        tags_of = {"val_acc": "val/acc", "best_val_acc": "val/best_acc", "test_acc": "test/acc"}
+        for key, tag in {**tags_of, "train_loss": "train/loss"}.items():
+            assert last[tag] == pytest.approx(record[key], rel=1e-6)

@@ -97,7 +97,7 @@ def test_hparams_dashboard_gets_each_runs_real_metrics(seeded_sweep: Path) -> No
     for job in sorted(p for p in seeded_sweep.iterdir() if (p / "metrics.json").exists()):
         metrics = json.loads((job / "metrics.json").read_text())
         hparams, scalars = None, {}
-        for events in (job / "tensorboard").glob("events.out.tfevents.*"):
+        for events in (job / "tensorboard").rglob("events.out.tfevents.*"):
             accumulator = EventAccumulator(str(events))
             accumulator.Reload()
             try:
@@ -114,8 +114,13 @@ def test_hparams_dashboard_gets_each_runs_real_metrics(seeded_sweep: Path) -> No
         assert hparams is not None, f"{job}: no HParams session"
         assert hparams["momentum"].number_value == pytest.approx(metrics["params"]["momentum"])
         assert hparams["optimizer"].string_value == "sgd"
-        for key in ("val_acc", "test_acc", "train_loss"):
-            assert scalars[f"hparams/{key}"] == pytest.approx(metrics[key], rel=1e-6)
+        # HParams takes each run's metrics from its own scalars: their last values.
+        tags = {"val_acc": "val/acc", "best_val_acc": "val/best_acc", "test_acc": "test/acc"}
+        for key, tag in {**tags, "train_loss": "train/loss"}.items():
+            assert scalars[tag] == pytest.approx(metrics[key], rel=1e-6)
+        # Named by what the sweep varies, not by its job number.
+        (run,) = {path.parent.name for path in (job / "tensorboard").rglob("events.*")}
+        assert run == f"momentum={metrics['params']['momentum']},seed={metrics['params']['seed']}"
 
 
 def make_job(sweep: Path, number: int, overrides: list[str], metrics: dict | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks.progress import ProgressBar
 
 from letters.files import write_atomically
 from letters.stack import member_checkpoint
@@ -159,3 +161,88 @@ class GracefulStop(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.signal is not None:
             trainer.should_stop = True
+
+
+class StepProgressBar(ProgressBar):
+    """The terminal's view of training: one bar per epoch counted in optimizer steps (not in
+    Lightning's chunks of them), epochs counted from 1, with the last epoch's training loss
+    and the last validation accuracy (the members' mean in a stack). Log lines print above
+    the bar instead of breaking into it. Nothing here syncs with the device: the numbers are
+    those each epoch's end has already brought to the host.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enabled = True
+        self.bar: Any = None
+        self._redirect: Any = None
+
+    def disable(self) -> None:
+        self.enabled = False
+
+    def enable(self) -> None:
+        self.enabled = True
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        if not self.enabled:
+            return
+        self._redirect = logging_redirect_tqdm()
+        self._redirect.__enter__()
+        self.bar = tqdm(
+            total=pl_module.steps_per_epoch,
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
+            "[{elapsed}<{remaining}, {rate_fmt}{postfix}]",
+        )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.bar is None:
+            return
+        runs = pl_module.stack_size
+        stack = f" ({runs} runs)" if runs > 1 else ""
+        self.bar.reset(total=pl_module.steps_per_epoch)
+        self.bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{stack}")
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *_
+    ) -> None:
+        if self.bar is not None:
+            rows = batch.labels.shape[1]
+            self.bar.update(-(-rows // batch.batch_size))  # the chunk's optimizer steps
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.show_numbers(pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.show_numbers(pl_module)
+
+    def show_numbers(self, pl_module: Any) -> None:
+        if self.bar is None:
+            return
+        numbers = {}
+        losses = [h["train_loss"][-1] for h in pl_module.histories if h["train_loss"]]
+        if losses:
+            numbers["loss"] = f"{sum(losses) / len(losses):.4g}"
+        accuracies = [acc for acc in pl_module.validation_acc if acc is not None]
+        if accuracies:
+            numbers["val_acc"] = f"{100 * sum(accuracies) / len(accuracies):.1f}%"
+        self.bar.set_postfix(numbers, refresh=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.close()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None

@@ -91,13 +91,17 @@ def shipped_targets() -> frozenset[str]:
     """Every ``_target_`` that letters' own config groups name (data sources, loggers)."""
     from letters.entry import CONF_DIR
 
-    targets = set()
+    def collect(node: Any) -> None:
+        if isinstance(node, DictConfig):
+            for key, value in node.items_ex(resolve=False):
+                if key == "_target_" and isinstance(value, str):
+                    targets.add(value)
+                collect(value)
+
+    targets: set[str] = set()
     for path in CONF_DIR.glob("*/*.yaml"):
-        if path.parent.name == "hydra":
-            continue
-        node = OmegaConf.load(path)
-        if isinstance(node, DictConfig) and isinstance(node.get("_target_"), str):
-            targets.add(node["_target_"])
+        if path.parent.name != "hydra":
+            collect(OmegaConf.load(path))
     return frozenset(targets)
 
 

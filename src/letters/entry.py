@@ -34,6 +34,8 @@ def check_group_choices(arguments: Sequence[str], conf_dir: Path = CONF_DIR) -> 
         choices = group_choices(key, conf_dir)
         if choices is None or "(" in value:
             continue
+        if value.startswith("[") and value.endswith("]"):  # several at once: logger=[a,b]
+            value = value[1:-1]
         for option in value.split(","):
             if option not in choices and option != "null":
                 raise ConfigError(f"{key}={option!r} is not one of: {', '.join(choices)}")

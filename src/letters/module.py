@@ -83,8 +83,8 @@ class LetterClassifier(pl.LightningModule):
         self.test_time_polarity = test_time_polarity
         self.optimizer_config = dict(optimizer or {"name": "sgd"})
         self._direct_steps: bool | None = None
-        # Where each member's scalars go (one Lightning logger per member; train.py sets them).
-        self.member_loggers: list[Any] = []
+        # Where each member's scalars go (letters.trackers.RunTrackers; train.py sets them).
+        self.member_trackers: list[Any] = []
         # Per member: still training (a member whose loss or weights become non-finite stops
         # there), where it diverged, and its per-epoch values; saved in checkpoints, so a
         # resumed run and letters.test draw the whole curve.
@@ -215,12 +215,22 @@ class LetterClassifier(pl.LightningModule):
         if datamodule is not None and hasattr(datamodule, "move_to"):
             datamodule.move_to(self.device)
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in an epoch of this fit: the data's, unless the Trainer takes only
+        some chunks of it (trainer.limit_train_batches, as debug=fast does)."""
+        data = self.trainer.datamodule
+        chunks = self.trainer.num_training_batches
+        if chunks == float("inf") or chunks * data.steps_per_call >= data.steps_per_epoch:
+            return data.steps_per_epoch
+        return int(chunks) * data.steps_per_call
+
     def on_train_start(self) -> None:
         self.loss_weights = torch.ones(self.stack_size, device=self.device)
         # Marks the end of start-up: scripts/benchmark.py times a run up to this line.
         log.info(
             "training starts: %d optimizer steps per epoch, a stack of %d",
-            self.trainer.datamodule.steps_per_epoch,
+            self.steps_per_epoch,
             self.stack_size,
         )
 
@@ -276,14 +286,8 @@ class LetterClassifier(pl.LightningModule):
             self.trainer.should_stop = True
 
     def log_member(self, member: int, metrics: dict[str, float], step: int) -> None:
-        if not self.member_loggers:
-            return
-        try:
-            self.member_loggers[member].log_metrics(metrics, step)
-        except ValueError as error:  # Lightning's TensorBoardLogger words a failed write so
-            if isinstance(error.__cause__, OSError):
-                raise error.__cause__ from None
-            raise
+        if self.member_trackers:
+            self.member_trackers[member].log_metrics(metrics, step)
 
     def on_train_epoch_end(self) -> None:
         self.close_training_epoch()
@@ -315,10 +319,9 @@ class LetterClassifier(pl.LightningModule):
                 self.histories[member]["val_epoch"].append(self.current_epoch + 1)
                 self.histories[member]["val_acc"].append(accuracies[member])
             metrics = {"val/loss": losses[member], "val/acc": accuracies[member]}
+            if in_fit:  # the best so far, what the best checkpoint holds
+                metrics["val/best_acc"] = max(self.histories[member]["val_acc"])
             self.log_member(member, metrics, self.trainer.global_step)
-        shown = [acc for acc in self.validation_acc if acc is not None]
-        if shown:  # the progress bar: the members' mean
-            self.log("val/acc", sum(shown) / len(shown), prog_bar=True, logger=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = self.histories

@@ -237,6 +237,9 @@ def _draw_task(task: tuple[str, dict[str, Any]]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     log_dir, arguments = task
+    if log_dir is None:  # a run without TensorBoard: the PNG files only
+        evaluation_pictures(**arguments)
+        return
     with SummaryWriter(log_dir) as writer:
         evaluation_pictures(**arguments, writer=writer)
 

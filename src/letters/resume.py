@@ -129,8 +129,37 @@ def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
         raise LettersError(f"{saved}: not a letters run config (not a mapping)")
     check_handed_over(resumed, saved)
     resumed.resume = str(checkpoint)
-    if OmegaConf.select(resumed, "logger.save_dir") is not None:
-        resumed.logger.save_dir = str(run_dir)  # where the run is now, if it was moved
+    repoint_loggers(resumed, run_dir)
     if any(o.startswith("epochs=") for o in task_overrides):
         resumed.epochs = resumed.trainer.max_epochs = cfg.epochs
     return resumed
+
+
+def repoint_loggers(resumed: DictConfig, run_dir: Path) -> None:
+    """The trackers that write into the run's folder write where it is now, if it was moved.
+
+    A run saved before trackers became a group (one logger at ``logger``) gets its logger
+    under the name ``tensorboard``, as conf/logger/tensorboard.yaml names it today.
+    """
+    logger = resumed.get("logger")
+    if isinstance(logger, DictConfig) and "_target_" in logger:
+        resumed.logger = logger = OmegaConf.create({"tensorboard": logger})
+    if not isinstance(logger, DictConfig):
+        return
+    started_in = {str(run_dir), *first_run_dirs(run_dir)}
+    for node in logger.values():
+        if not isinstance(node, DictConfig):
+            continue
+        if node.get("save_dir") in started_in:
+            node.save_dir = str(run_dir)
+        if OmegaConf.select(node, "tags.run_dir") in started_in:
+            node.tags.run_dir = str(run_dir)
+
+
+def first_run_dirs(run_dir: Path) -> set[str]:
+    """Where the run in ``run_dir`` was when it started: Hydra's record of it."""
+    try:
+        hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml")
+        return {str(hydra.hydra.runtime.output_dir)}
+    except Exception:  # no record (or an unreadable one): nothing else to re-point
+        return set()

@@ -46,7 +46,7 @@ def member_settings(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 def stack_key(cfg: DictConfig) -> str:
     """Jobs whose configs give the same key may train as one stack: everything but the member
-    settings and where the job writes (its logger's directory) is equal."""
+    settings and where and under which name the job logs is equal."""
     shared = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(shared, dict)
     for key in MEMBER_KEYS:
@@ -55,9 +55,10 @@ def stack_key(cfg: DictConfig) -> str:
     if isinstance(optimizer, dict):
         for key in OPTIMIZER_MEMBER_KEYS:
             optimizer.pop(key, None)
-    logger = shared.get("logger")
-    if isinstance(logger, dict):
-        logger.pop("save_dir", None)
+    for tracker in (shared.get("logger") or {}).values():
+        if isinstance(tracker, dict):  # where and under which name each member logs
+            for key in ("save_dir", "version", "name", "run_name", "tags"):
+                tracker.pop(key, None)
     return json.dumps(shared, sort_keys=True, default=str)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from letters import resume as _resume  # noqa: F401  (registers the run-directory resolvers)
+from letters import trackers as _trackers  # noqa: F401  (registers the run-label resolver)
 from letters.entry import hydra_command
 
 log = logging.getLogger("letters.train")
@@ -45,7 +46,7 @@ class Stack:
     model: Any
     trainer: Any
     checkpoints: Any
-    loggers: list[Any]
+    trackers: list[Any]  # letters.trackers.RunTrackers, one per member
     started: float
     stopper: Any  # letters.callbacks.GracefulStop: which signal, if any, stopped training
 
@@ -90,6 +91,17 @@ def multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def runs_beside_others() -> bool:
+    """Whether a launcher runs this job beside others (joblib, submitit): their progress
+    bars would overwrite each other on one terminal."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not multirun():
+        return False
+    target = str(HydraConfig.get().launcher.get("_target_", ""))
+    return "joblib" in target or "submitit" in target
 
 
 def shown_path(path: Path) -> Path:
@@ -195,17 +207,22 @@ def build(jobs: list[Job]) -> Stack:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from letters.callbacks import GracefulStop, MemberCheckpoints, ValidateLastEpoch
+    from letters.callbacks import (
+        GracefulStop,
+        MemberCheckpoints,
+        StepProgressBar,
+        ValidateLastEpoch,
+    )
     from letters.module import LetterClassifier
     from letters.stack import member_settings
+    from letters.trackers import RunTrackers
 
     started = time.perf_counter()
     cfg = jobs[0].cfg  # everything but the member settings is the same in every job
     quiet_lightning()
-    if cfg.torch_threads:
-        import torch
+    from letters.threads import set_torch_threads  # torch_threads, or by launcher when null
 
-        torch.set_num_threads(cfg.torch_threads)
+    set_torch_threads(cfg)
     data = instantiate(cfg.data).prepare()
     log.info("data: %s", data.describe())
     model = LetterClassifier(
@@ -222,15 +239,15 @@ def build(jobs: list[Job]) -> Stack:
         test_time_polarity=cfg.test_time_polarity,
         members=[member_settings(job.cfg) for job in jobs],
     )
-    loggers = [instantiate(job.cfg.logger) for job in jobs]
-    for logger in loggers:
-        logger.experiment  # noqa: B018  (its folder, now: an unwritable one fails before training)
-    model.member_loggers = loggers
+    trackers = [RunTrackers.from_config(job.cfg.get("logger")) for job in jobs]
+    for member_trackers in trackers:
+        member_trackers.open()  # an unwritable folder fails now, before any training
+    model.member_trackers = trackers
     checkpoints = MemberCheckpoints([job.run_dir for job in jobs])
     stopper = GracefulStop()
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if settings.get("enable_progress_bar") is None:
-        settings["enable_progress_bar"] = sys.stderr.isatty()
+    if settings.get("enable_progress_bar") is None:  # a terminal, and no other job beside
+        settings["enable_progress_bar"] = sys.stderr.isatty() and not runs_beside_others()
     from pytorch_lightning.plugins.environments import SLURMEnvironment
 
     if SLURMEnvironment.detect() and not settings.get("plugins"):
@@ -239,12 +256,13 @@ def build(jobs: list[Job]) -> Stack:
         settings["plugins"] = [SLURMEnvironment(auto_requeue=False)]
     trainer = pl.Trainer(
         **settings,
-        logger=False,  # each member logs to its own loggers (LetterClassifier.log_member)
+        logger=False,  # each member logs to its own trackers (LetterClassifier.log_member)
         enable_checkpointing=False,  # each member's checkpoints: MemberCheckpoints
-        callbacks=[ValidateLastEpoch(), checkpoints, stopper],
+        callbacks=[ValidateLastEpoch(), checkpoints, stopper]
+        + ([StepProgressBar()] if settings["enable_progress_bar"] else []),
         default_root_dir=jobs[0].run_dir,
     )
-    return Stack(jobs, data, model, trainer, checkpoints, loggers, started, stopper)
+    return Stack(jobs, data, model, trainer, checkpoints, trackers, started, stopper)
 
 
 def fit(stack: Stack) -> None:
@@ -323,15 +341,20 @@ def draw(stack: Stack, pictures: dict[int, dict[str, Any]]) -> dict[int, str]:
         from letters.plots import evaluation_pictures
 
         ((member, task),) = pictures.items()
+        tensorboard = stack.trackers[member].tensorboard
         try:
-            evaluation_pictures(**task, writer=stack.loggers[member].experiment)
+            writer = tensorboard.experiment if tensorboard is not None else None
+            evaluation_pictures(**task, writer=writer)
             errors: dict[int, BaseException | None] = {member: None}
         except (LettersError, OSError) as error:
             errors = {member: error}
     elif pictures:  # a stack: each member's pictures in a worker process, side by side
         from letters.plots import draw_in_parallel
 
-        tasks = [(stack.loggers[member].log_dir, task) for member, task in pictures.items()]
+        tasks = [
+            (getattr(stack.trackers[member].tensorboard, "log_dir", None), task)
+            for member, task in pictures.items()
+        ]
         errors = dict(zip(pictures, draw_in_parallel(tasks), strict=True))
     else:
         errors = {}
@@ -375,7 +398,7 @@ def record_interrupted(stack: Stack, stopped_by: Any) -> None:
         if job_id is not None:
             record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
         write_json(job.run_dir / "metrics.json", record)
-        stack.loggers[member].finalize("interrupted")
+        stack.trackers[member].finalize("interrupted")
         log.warning(
             "interrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
             stopped_by.name,
@@ -424,6 +447,8 @@ def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:
     # Exactly what letters.test does with this file: a stack of one rebuilt from it.
     predictions = predict_split(load_classifier(best, model.device), *stack.data.splits["test"])
     record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
+    # How many letters it ever answers: one or two means it collapsed (letters.report flags it).
+    record["predicted_classes"] = int(predictions.logits.argmax(-1).unique().numel())
     record["best_checkpoint"] = str(best.relative_to(job.run_dir))
     return record, predictions
 
@@ -446,24 +471,21 @@ def picture_task(stack: Stack, member: int, predictions: Any) -> dict[str, Any]:
 
 
 def finish_member(stack: Stack, member: int, record: dict[str, Any]) -> float:
-    """Log the member's test metrics and hyper-parameters, write its metrics.json, say so."""
+    """Give the member's trackers its test metrics and hyper-parameters, write its
+    metrics.json, say so."""
     from letters.files import write_json
 
-    job, logger = stack.jobs[member], stack.loggers[member]
-    step = stack.trainer.global_step
+    job, trackers = stack.jobs[member], stack.trackers[member]
+    final = {}
     if record["test_acc"] is not None:
-        logger.log_metrics({"test/acc": record["test_acc"], "test/loss": record["test_loss"]}, step)
+        final = {"test/acc": record["test_acc"], "test/loss": record["test_loss"]}
     record["wall_seconds"] = round(time.perf_counter() - stack.started, 2)
-    hp_metrics = {
-        f"hparams/{key}": record[key]
-        for key in ("val_acc", "best_val_acc", "test_acc", "train_loss")
-        if record[key] is not None
-    }
-    logger.log_hyperparams(record["params"], hp_metrics)
-    logger.finalize("success")
+    trackers.log_final(record["params"], final, stack.trainer.global_step)
+    trackers.finalize("success")
     write_json(job.run_dir / "metrics.json", record)
     log.info("%s", summary_line(record), extra={"member": member})
-    print_summary(job.run_dir)
+    if not multirun():  # a multirun ends with the sweep's own summary (letters.sweep_summary)
+        print_summary(job.run_dir)
     finished = record["status"] == "finished" and record["val_acc"] is not None
     return float(record["val_acc"]) if finished else FAILED_SCORE
 
