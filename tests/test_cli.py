@@ -50,7 +50,7 @@ def test_tensorboard_has_losses_accuracies_and_hparams(trained_run: Path) -> Non
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
         tags |= set(accumulator.Tags()["scalars"])
-    assert {"train/loss", "val/acc", "val/best_acc", "val/loss", "test/acc"} <= tags
+    assert {"loss/train", "accuracy/val", "accuracy/best_val", "loss/val", "accuracy/test"} <= tags
     assert not [tag for tag in tags if tag.startswith("hparams/")]  # no copies of the metrics
 
 

@@ -269,10 +269,14 @@ def test_each_stacked_job_logs_what_a_single_run_logs(sweeps: dict[str, Path]) -
     for mine, theirs in zip(jobs(sweeps["stacked"]), jobs(sweeps["basic"]), strict=True):
         tags, last, hparams = tensorboard_contents(mine)
         their_tags, _, their_hparams = tensorboard_contents(theirs)
-        assert tags == their_tags and {"train/loss", "val/acc", "test/acc"} <= tags
+        assert tags == their_tags and {"loss/train", "accuracy/val", "accuracy/test"} <= tags
         assert set(hparams) == set(their_hparams) and hparams
         record = metrics(mine)
         assert hparams["momentum"].number_value == pytest.approx(record["params"]["momentum"])
-        tags_of = {"val_acc": "val/acc", "best_val_acc": "val/best_acc", "test_acc": "test/acc"}
-        for key, tag in {**tags_of, "train_loss": "train/loss"}.items():
+        tags_of = {
+            "val_acc": "accuracy/val",
+            "best_val_acc": "accuracy/best_val",
+            "test_acc": "accuracy/test",
+        }
+        for key, tag in {**tags_of, "train_loss": "loss/train"}.items():
             assert last[tag] == pytest.approx(record[key], rel=1e-6)

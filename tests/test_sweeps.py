@@ -113,10 +113,17 @@ def test_hparams_dashboard_gets_each_runs_real_metrics(seeded_sweep: Path) -> No
                 scalars[tag] = accumulator.Scalars(tag)[-1].value
         assert hparams is not None, f"{job}: no HParams session"
         assert hparams["momentum"].number_value == pytest.approx(metrics["params"]["momentum"])
-        assert hparams["optimizer"].string_value == "sgd"
+        # The dashboard opens on what the sweep varies: momentum and seed (a whole number,
+        # shown as such); what every run shares is in config.yaml and metrics.json.
+        assert set(hparams) == {"momentum", "seed"}
+        assert hparams["seed"].string_value == str(metrics["params"]["seed"])
         # HParams takes each run's metrics from its own scalars: their last values.
-        tags = {"val_acc": "val/acc", "best_val_acc": "val/best_acc", "test_acc": "test/acc"}
-        for key, tag in {**tags, "train_loss": "train/loss"}.items():
+        tags = {
+            "val_acc": "accuracy/val",
+            "best_val_acc": "accuracy/best_val",
+            "test_acc": "accuracy/test",
+        }
+        for key, tag in {**tags, "train_loss": "loss/train"}.items():
             assert scalars[tag] == pytest.approx(metrics[key], rel=1e-6)
         # Named by what the sweep varies, not by its job number.
         (run,) = {path.parent.name for path in (job / "tensorboard").rglob("events.*")}

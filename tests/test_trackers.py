@@ -48,10 +48,10 @@ def test_csv_gets_the_scalars_hyperparameters_and_final_metrics(tracked_sweep: P
         last = {}
         for row in rows:
             last.update({key: float(value) for key, value in row.items() if value})
-        assert last["test/acc"] == pytest.approx(record["test_acc"], rel=1e-6)
-        assert last["val/acc"] == pytest.approx(record["val_acc"], rel=1e-6)
-        assert last["train/loss"] == pytest.approx(record["train_loss"], rel=1e-6)
-        assert {"val/best_acc", "val/loss", "test/loss"} <= set(last)
+        assert last["accuracy/test"] == pytest.approx(record["test_acc"], rel=1e-6)
+        assert last["accuracy/val"] == pytest.approx(record["val_acc"], rel=1e-6)
+        assert last["loss/train"] == pytest.approx(record["train_loss"], rel=1e-6)
+        assert {"accuracy/best_val", "loss/val", "loss/test"} <= set(last)
         hparams = yaml.safe_load((job / "csv" / "hparams.yaml").read_text())
         assert hparams["seed"] == record["params"]["seed"] and hparams["optimizer"] == "sgd"
 
@@ -80,7 +80,7 @@ def test_wandb_runs_offline_one_run_per_member(tracked_sweep: Path) -> None:
         (run,) = (job / "wandb").glob("offline-run-*")
         (data,) = run.glob("run-*.wandb")
         content = data.read_bytes()
-        for key in (b"train/loss", b"val/acc", b"test/acc", b"momentum"):
+        for key in (b"loss/train", b"accuracy/val", b"accuracy/test", b"momentum"):
             assert key in content, key
 
 

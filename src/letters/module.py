@@ -281,7 +281,7 @@ class LetterClassifier(pl.LightningModule):
                 continue
             self.histories[member]["epoch"].append(epoch)
             self.histories[member]["train_loss"].append(losses[member])
-            self.log_member(member, {"train/loss": losses[member]}, step)
+            self.log_member(member, {"loss/train": losses[member]}, step)
         if not any(self.active):
             self.trainer.should_stop = True
 
@@ -318,9 +318,9 @@ class LetterClassifier(pl.LightningModule):
             if in_fit:
                 self.histories[member]["val_epoch"].append(self.current_epoch + 1)
                 self.histories[member]["val_acc"].append(accuracies[member])
-            metrics = {"val/loss": losses[member], "val/acc": accuracies[member]}
+            metrics = {"loss/val": losses[member], "accuracy/val": accuracies[member]}
             if in_fit:  # the best so far, what the best checkpoint holds
-                metrics["val/best_acc"] = max(self.histories[member]["val_acc"])
+                metrics["accuracy/best_val"] = max(self.histories[member]["val_acc"])
             self.log_member(member, metrics, self.trainer.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

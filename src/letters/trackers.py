@@ -1,9 +1,9 @@
 """The trackers each run reports to — TensorBoard, CSV, MLflow, Weights & Biases — through
 Lightning's own loggers (``conf/logger/*.yaml``; several at once: ``logger=[tensorboard,csv]``).
 
-Every tracker of a run receives the same scalars while it trains (``train/loss``,
-``val/loss``, ``val/acc``, ``val/best_acc``; the x-axis is the optimizer step), then its
-hyper-parameters and final metrics (``test/acc``, ``test/loss``) at the end. A multirun's runs
+Every tracker of a run receives the same scalars while it trains (``loss/train``,
+``loss/val``, ``accuracy/val``, ``accuracy/best_val``; the x-axis is the optimizer step), then its
+hyper-parameters and final metrics (``accuracy/test``, ``loss/test``) at the end. A multirun's runs
 are named by what the sweep varies (``momentum=0.9,seed=2``), not by their job number.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,11 @@ OmegaConf.register_new_resolver("letters_run_label", run_label, replace=True)
 # TensorBoard's CUSTOM SCALARS: one chart per measure, every split on it.
 CHARTS = {
     "letters": {
-        "loss (train, val, test)": ["Multiline", ["train/loss", "val/loss", "test/loss"]],
-        "accuracy (val, best val, test)": ["Multiline", ["val/acc", "val/best_acc", "test/acc"]],
+        "loss (train, val, test)": ["Multiline", ["loss/train", "loss/val", "loss/test"]],
+        "accuracy (val, best val, test)": [
+            "Multiline",
+            ["accuracy/val", "accuracy/best_val", "accuracy/test"],
+        ],
     }
 }
 
@@ -148,7 +152,7 @@ class RunTrackers:
             self.log_metrics(metrics, step)
         for logger in self.loggers:
             if logger is self.tensorboard:
-                write_hparams_session(logger, known)
+                write_hparams_session(logger, hparams_view(known, str(logger.version)))
             else:
                 logger.log_hyperparams(known)
 
@@ -159,6 +163,19 @@ class RunTrackers:
         for logger in self.loggers:
             mlflow = isinstance(logger, MLFlowLogger)
             logger.finalize("KILLED" if mlflow and status == "interrupted" else status)
+
+
+def hparams_view(params: dict[str, Any], label: str) -> dict[str, Any]:
+    """What TensorBoard's HPARAMS shows of a run: in a multirun, the hyper-parameters the
+    sweep varies (its run label's keys; the dashboard then opens on them and the metrics, the
+    rest is in config.yaml and metrics.json), else all of them. Whole numbers become text,
+    which it shows as 8 rather than 8.0000."""
+    swept = set(re.findall(r"(?:^|,)([\w.]+)=", label))
+    shown = {key: value for key, value in params.items() if key in swept} or params
+    return {
+        key: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        for key, value in shown.items()
+    }
 
 
 def write_hparams_session(logger: Any, params: dict[str, Any]) -> None:

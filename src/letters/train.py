@@ -478,7 +478,7 @@ def finish_member(stack: Stack, member: int, record: dict[str, Any]) -> float:
     job, trackers = stack.jobs[member], stack.trackers[member]
     final = {}
     if record["test_acc"] is not None:
-        final = {"test/acc": record["test_acc"], "test/loss": record["test_loss"]}
+        final = {"accuracy/test": record["test_acc"], "loss/test": record["test_loss"]}
     record["wall_seconds"] = round(time.perf_counter() - stack.started, 2)
     trackers.log_final(record["params"], final, stack.trainer.global_step)
     trackers.finalize("success")
