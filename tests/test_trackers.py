@@ -68,10 +68,10 @@ def test_mlflow_gets_one_run_per_job_named_by_what_the_sweep_varies(tracked_swee
         record = json.loads((job / "metrics.json").read_text())
         run = runs[f"seed={record['params']['seed']}"]
         assert (run / "tags" / "run_dir").read_text() == str(job)
-        test_acc = float((run / "metrics" / "test" / "acc").read_text().split()[1])
+        test_acc = float((run / "metrics" / "accuracy" / "test").read_text().split()[1])
         assert test_acc == pytest.approx(record["test_acc"], rel=1e-6)
         assert (run / "params" / "momentum").read_text() == "0.9"
-        assert {"loss"} <= {p.name for p in (run / "metrics" / "train").iterdir()}
+        assert {"train", "val", "test"} <= {p.name for p in (run / "metrics" / "loss").iterdir()}
         assert "status: 3\n" in (run / "meta.yaml").read_text()  # RunStatus.FINISHED
 
 
