@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,20 @@ from conftest import run_cli
 LONG = ["epochs=100000", "val_interval=1000", "batch_size=16", "pictures=false"]
 
 
-def start_and_signal(args: list[str], cwd: Path, signum: int) -> subprocess.CompletedProcess:
-    """``python -m letters.train args``; once training runs, send ``signum``; wait for it."""
+def start_and_signal(
+    args: list[str],
+    cwd: Path,
+    signum: int,
+    log: Path | None = None,
+    target: Callable[[], int] | None = None,
+    pause: float = 1.0,
+) -> subprocess.CompletedProcess:
+    """``python -m letters.train args``; once ``log`` (the console by default) says training
+    runs, send ``signum`` to ``target()`` (by default the command itself); wait for it."""
     env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    log = cwd / "console.txt"
-    with open(log, "w") as console:
+    console_log = cwd / "console.txt"
+    log = log or console_log
+    with open(console_log, "w") as console:
         process = subprocess.Popen(
             [sys.executable, "-m", "letters.train", *args],
             cwd=cwd,
@@ -30,15 +40,17 @@ def start_and_signal(args: list[str], cwd: Path, signum: int) -> subprocess.Comp
             stdout=console,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 120
-        while "training starts" not in log.read_text():
-            assert process.poll() is None, log.read_text()
+        deadline = time.monotonic() + 180
+        while not (log.is_file() and "training starts" in log.read_text()):
+            assert process.poll() is None, console_log.read_text()
             assert time.monotonic() < deadline, "training never started"
             time.sleep(0.2)
-        time.sleep(1.0)
-        process.send_signal(signum)
-        process.wait(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, log.read_text(), "")
+        time.sleep(pause)
+        os.kill(target() if target else process.pid, signum)
+        process.wait(timeout=300)
+    return subprocess.CompletedProcess(
+        process.args, process.returncode, console_log.read_text(), ""
+    )
 
 
 def data_args(list_dataset: Path) -> list[str]:
@@ -176,24 +188,15 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
     args = ["-m", *data_args(list_dataset), *run, "hydra/launcher=submitit_local"]
     args += ["hydra.launcher.timeout_min=10", "hydra.sweep.dir=outputs/sweeps/requeued"]
     sweep = tmp_path / "outputs" / "sweeps" / "requeued"
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-    with open(tmp_path / "console.txt", "w") as console:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "letters.train", *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=console,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 180
-        log = sweep / "0" / "train.log"
-        while not (log.is_file() and "training starts" in log.read_text()):
-            assert process.poll() is None, (tmp_path / "console.txt").read_text()
-            assert time.monotonic() < deadline, "training never started"
-            time.sleep(0.2)
-        time.sleep(0.5)
-        os.kill(submitit_task(sweep), signal.SIGUSR2)
-        assert process.wait(timeout=300) == 0, (tmp_path / "console.txt").read_text()
+    result = start_and_signal(
+        args,
+        tmp_path,
+        signal.SIGUSR2,
+        log=sweep / "0" / "train.log",
+        target=lambda: submitit_task(sweep),
+        pause=0.5,
+    )
+    assert result.returncode == 0, result.stdout
     text = (sweep / "0" / "train.log").read_text()
     assert "SIGUSR2 received" in text and "requeued after an interruption" in text
     requeued = json.loads((sweep / "0" / "metrics.json").read_text())
