@@ -81,6 +81,8 @@ def validate_training(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> No
     for key in ("epochs", "batch_size", "val_interval", "norm_size", "steps_per_call"):
         number(cfg, key, low=1, low_inclusive=True, integer=True)
     number(cfg, "seed", low=0, low_inclusive=True, integer=True)
+    if "ensemble" in cfg:  # runs saved before ensembles have no such key
+        number(cfg, "ensemble", low=1, low_inclusive=True, integer=True)
     takes_momentum = OPTIMIZERS[name].takes_momentum
     if not takes_momentum and any(o.startswith("momentum=") for o in task_overrides):
         log.warning("momentum=%s is ignored: optimizer %s has no momentum", cfg.momentum, name)

@@ -4,6 +4,7 @@ recorded per member (losses, accuracies, divergence)."""
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -107,8 +108,9 @@ class LetterClassifier(pl.LightningModule):
         logits = self.model(inputs)
         if not self.test_time_polarity:
             return logits
-        probabilities = logits.softmax(dim=-1) + self.model(-inputs).softmax(dim=-1)
-        return probabilities.div_(2).log_()
+        # log((p + q) / 2) from log-probabilities: finite where a probability underflows to 0.
+        both = torch.logaddexp(logits.log_softmax(dim=-1), self.model(-inputs).log_softmax(dim=-1))
+        return both - math.log(2)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The stack's prediction [batch, classes]: a member's own logits for a stack of one,
@@ -116,7 +118,8 @@ class LetterClassifier(pl.LightningModule):
         logits = self.member_logits(inputs)
         if self.stack_size == 1:
             return logits[0]
-        return logits.softmax(dim=-1).mean(dim=0).log_()
+        # log(mean of probabilities), finite even where one member's probability underflows.
+        return torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(self.stack_size)
 
     # Sums kept as device tensors [K]: nothing in a step waits for the device (no .item()).
     # Training and evaluation keep separate sums: validation runs inside a training epoch.

@@ -35,6 +35,7 @@ class Job:
     cfg: DictConfig
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
+    member_of: Path | None = None  # the ensemble run (ensemble=K) this job is a member of
 
 
 @dataclass
@@ -71,6 +72,7 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
         "seed": cfg.seed,
         "norm_size": cfg.norm_size,
         "data": cfg.data._target_.rsplit(".", 1)[-1],
+        "ensemble": cfg.get("ensemble", 1),
     }
 
 
@@ -189,7 +191,133 @@ def record_failure(job_or_run_dir: Job | Path, error: BaseException, member: int
 def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
     """Train ``jobs`` as one stack; return each job's validation accuracy (FAILED_SCORE for a
     job that failed or diverged, recorded in its metrics.json). ``strict`` (a single run):
-    errors and divergence raise instead."""
+    errors and divergence raise instead.
+
+    A job of ``ensemble=K`` brings K members to the stack (letters.ensemble), joined into
+    its own K-member checkpoint once they are trained."""
+    members: list[Job] = []
+    groups: list[list[int]] = []
+    for job in jobs:
+        size = int(job.cfg.get("ensemble") or 1)
+        if size == 1:
+            groups.append([len(members)])
+            members.append(job)
+            continue
+        from letters.ensemble import member_config
+
+        group = []
+        for index in range(size):
+            member_dir = job.run_dir / "members" / str(index)
+            member_dir.mkdir(parents=True, exist_ok=True)
+            member_cfg = member_config(job.cfg, job.run_dir, index, member_dir)
+            OmegaConf.save(member_cfg, member_dir / "config.yaml")
+            group.append(len(members))
+            members.append(Job(member_cfg, member_dir, member_of=job.run_dir))
+        groups.append(group)
+    scores = train_stack(members, strict and len(members) == len(jobs))
+    return [
+        scores[group[0]]
+        if len(group) == 1
+        else finish_ensemble(job, [members[i] for i in group], strict)
+        for job, group in zip(jobs, groups, strict=True)
+    ]
+
+
+def finish_ensemble(job: Job, members: list[Job], strict: bool) -> float:
+    """Join the members' best checkpoints into the run's own, evaluate it on validation and
+    test (the members' mean probabilities), and record it like any run."""
+    import torch
+    from hydra.utils import instantiate
+
+    from letters.checkpoint import load_classifier
+    from letters.ensemble import joined_checkpoint, member_summary
+    from letters.errors import LettersError
+    from letters.evaluate import predict_split
+    from letters.files import write_atomically, write_json
+    from letters.trackers import RunTrackers
+
+    started = time.perf_counter()
+    cfg, run_dir = job.cfg, job.run_dir
+    summaries = [member_summary(member.run_dir) for member in members]
+    bests = [m.run_dir / "checkpoints" / "best.ckpt" for m in members]
+    bests = [path for path in bests if path.is_file()]
+    if not bests:
+        error = LettersError(f"{run_dir}: no member of the ensemble has a best checkpoint")
+        if strict:
+            raise error
+        record_failure(job, error)
+        return FAILED_SCORE
+    best = run_dir / "checkpoints" / "best.ckpt"
+    joined = joined_checkpoint(bests)
+    write_atomically(best, lambda handle: torch.save(joined, handle))
+    model = load_classifier(best)
+    data = instantiate(cfg.data).prepare()
+    validation = predict_split(model, *data.splits["validation"])
+    test = predict_split(model, *data.splits["test"])
+    losses = [s["train_loss"] for s in summaries if isinstance(s.get("train_loss"), float)]
+    record: dict[str, Any] = {
+        "status": "finished",
+        "params": flat_params(cfg),
+        "run_dir": str(run_dir),
+        "ensemble": len(members),
+        "members_in_checkpoint": len(bests),
+        "val_acc": validation.accuracy,
+        "best_val_acc": validation.accuracy,
+        "val_loss": validation.loss,
+        "test_acc": test.accuracy,
+        "test_loss": test.loss,
+        "train_loss": sum(losses) / len(losses) if losses else None,
+        "epochs_completed": summaries[0].get("epochs_completed"),
+        "predicted_classes": int(test.predicted.unique().numel()),
+        "best_checkpoint": str(best.relative_to(run_dir)),
+        "members": summaries,
+    }
+    trackers = RunTrackers.from_config(cfg.get("logger"))
+    trackers.open()
+    step = int(record["epochs_completed"] or 0) * data.steps_per_epoch
+    final = {
+        "accuracy/val": validation.accuracy,
+        "accuracy/test": test.accuracy,
+        "loss/val": validation.loss,
+        "loss/test": test.loss,
+    }
+    trackers.log_final(record["params"], final, step)
+    if cfg.pictures:
+        from letters.plots import evaluation_pictures
+
+        tensorboard = trackers.tensorboard
+        evaluation_pictures(
+            run_dir / "pictures",
+            data.splits["test"][0].cpu(),
+            data.splits["test"][1].cpu(),
+            test.logits,
+            data.classes,
+            cfg.norm_size,
+            title=f"test split, ensemble of {len(bests)}",
+            writer=tensorboard.experiment if tensorboard is not None else None,
+            step=step,
+            seed=cfg.seed,
+        )
+    trackers.finalize("success")
+    record["wall_seconds"] = round(time.perf_counter() - started, 2)
+    write_json(run_dir / "metrics.json", record)
+    members_text = ", ".join(
+        "-" if s.get("test_acc") is None else f"{100 * s['test_acc']:.1f}%" for s in summaries
+    )
+    log.info(
+        "ensemble of %d: val_acc %.1f%%, test_acc %.1f%% (members' test_acc: %s)",
+        len(bests),
+        100 * validation.accuracy,
+        100 * test.accuracy,
+        members_text,
+    )
+    if not multirun():
+        print_summary(run_dir)
+    return float(validation.accuracy)
+
+
+def train_stack(jobs: list[Job], strict: bool = False) -> list[float]:
+    """The engine: build, fit and record ``jobs`` as one stack (see train_jobs)."""
     try:
         stack = build(jobs)
         fit(stack)
@@ -484,7 +612,7 @@ def finish_member(stack: Stack, member: int, record: dict[str, Any]) -> float:
     trackers.finalize("success")
     write_json(job.run_dir / "metrics.json", record)
     log.info("%s", summary_line(record), extra={"member": member})
-    if not multirun():  # a multirun ends with the sweep's own summary (letters.sweep_summary)
+    if not multirun() and job.member_of is None:  # a sweep or an ensemble sums up itself
         print_summary(job.run_dir)
     finished = record["status"] == "finished" and record["val_acc"] is not None
     return float(record["val_acc"]) if finished else FAILED_SCORE
