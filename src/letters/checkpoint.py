@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from letters.errors import LettersError
+from letters.errors import LettersError, first_line
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -21,8 +21,7 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # truncated, corrupt or not a torch file at all
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise LettersError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+        raise LettersError(f"{path}: not a readable checkpoint ({first_line(error)})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
         checkpoint
     ):
@@ -71,6 +70,5 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
         model.load_state_dict(checkpoint["state_dict"])
         model.on_load_checkpoint(checkpoint)
     except (TypeError, ValueError, RuntimeError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0][:200]
-        raise LettersError(f"{path}: not a letters checkpoint ({first_line})") from None
+        raise LettersError(f"{path}: not a letters checkpoint ({first_line(error)})") from None
     return model.to(device).eval()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from letters.errors import LettersError
+from letters.errors import LettersError, first_line
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
@@ -84,10 +84,17 @@ def reason(error: BaseException) -> str:
         return error.strerror
     if isinstance(error, RuntimeError) and "unexpected pos" in str(error):
         return "the file was cut short"  # torch.save's words for a write that stopped
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    return first_line(error)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"
     write_atomically(path, lambda handle: handle.write(text.encode()))
+
+
+def shown_path(path: Path) -> Path:
+    """Relative to the working directory when inside it: shorter, and ready to paste."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except (OSError, ValueError):
+        return path

@@ -20,13 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-
-def shown_path(path: Path) -> Path:
-    """Relative to the working directory when inside it: shorter, and ready to paste."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except (OSError, ValueError):
-        return path
+from letters.files import shown_path
 
 
 def sweeper_target(config: DictConfig) -> str:

@@ -101,6 +101,20 @@ def decide(cfg: DictConfig, hydra: Any = None, cores: int | None = None) -> tupl
     return None, f"launcher {target or '?'} is not known to run jobs side by side: torch's default"
 
 
+# Launchers that run a sweep's jobs side by side, each in its own process.
+PARALLEL_LAUNCHERS = ("hydra_joblib_launcher", "hydra_submitit_launcher")
+
+
+def runs_beside_others(hydra: Any = None) -> bool:
+    """Whether a launcher runs this job beside others (joblib, submitit): they share the
+    cores, and their progress bars would overwrite each other on one terminal."""
+    hydra = hydra if hydra is not None else current_hydra()
+    if hydra is None or not is_multirun(hydra):
+        return False
+    target = str((hydra.get("launcher") or {}).get("_target_") or "")
+    return any(name in target for name in PARALLEL_LAUNCHERS)
+
+
 def share(cores: int, jobs: int) -> int:
     return max(1, cores // jobs)
 
@@ -168,16 +182,14 @@ def basic_sweep_size(multirun_yaml: Path) -> int | None:
     """The number of jobs a basic sweeper launches together: the product of the sizes of its
     swept values (from the sweep config's ``hydra.sweeper.params`` and the command line's
     overrides), at most its ``max_batch_size``."""
-    if not multirun_yaml.is_file():
-        return None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from letters.sweep_command import read_sweep, sweep_overrides
 
-    config = OmegaConf.load(multirun_yaml)
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    config = read_sweep(multirun_yaml)
+    parsed = sweep_overrides(config) if config is not None else None
+    if parsed is None:
+        return None
     sizes: dict[str, int] = {}
-    for override in OverridesParser.create().parse_overrides(arguments):
+    for override in parsed:
         key = override.get_key_element()
         if not override.is_sweep_override():
             sizes[key] = 1

@@ -40,17 +40,13 @@ def swept_keys(hydra_cfg: Any) -> set[str] | None:
     """The keys a multirun varies, when the sweep says so: its sweeper's ``params`` and the
     command line's sweeps (``momentum=0.9,0.95``, from the sweep's multirun.yaml); None when
     the sweeper keeps the command line to itself (Optuna)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from letters.sweep_command import read_sweep, sweep_overrides
 
+    sweep = read_sweep(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    parsed = sweep_overrides(sweep) if sweep is not None else None
+    if parsed is None:
+        return None
     keys = set(OmegaConf.select(hydra_cfg, "sweeper.params") or {})
-    multirun = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
-    if not multirun.is_file():
-        return None
-    try:
-        task = list(OmegaConf.load(multirun).hydra.overrides.task)
-        parsed = OverridesParser.create().parse_overrides(task)
-    except Exception:  # an unreadable record of the sweep: fall back to the job's overrides
-        return None
     return keys | {o.key_or_group for o in parsed if o.is_sweep_override()}
 
 

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from letters import resume as _resume  # noqa: F401  (registers the run-directory resolvers)
 from letters import trackers as _trackers  # noqa: F401  (registers the run-label resolver)
 from letters.entry import hydra_command
+from letters.files import shown_path
 
 log = logging.getLogger("letters.train")
 
@@ -93,25 +94,6 @@ def multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def runs_beside_others() -> bool:
-    """Whether a launcher runs this job beside others (joblib, submitit): their progress
-    bars would overwrite each other on one terminal."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not multirun():
-        return False
-    target = str(HydraConfig.get().launcher.get("_target_", ""))
-    return "joblib" in target or "submitit" in target
-
-
-def shown_path(path: Path) -> Path:
-    """Relative to the working directory when inside it: shorter, and ready to paste."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,20 +196,19 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
             group.append(len(members))
             members.append(Job(member_cfg, member_dir, member_of=job.run_dir))
         groups.append(group)
-    scores = train_stack(members, strict and len(members) == len(jobs))
+    scores, data = train_stack(members, strict and len(members) == len(jobs))
     return [
         scores[group[0]]
         if len(group) == 1
-        else finish_ensemble(job, [members[i] for i in group], strict)
+        else finish_ensemble(job, [members[i] for i in group], data, strict)
         for job, group in zip(jobs, groups, strict=True)
     ]
 
 
-def finish_ensemble(job: Job, members: list[Job], strict: bool) -> float:
+def finish_ensemble(job: Job, members: list[Job], data: Any, strict: bool) -> float:
     """Join the members' best checkpoints into the run's own, evaluate it on validation and
     test (the members' mean probabilities), and record it like any run."""
     import torch
-    from hydra.utils import instantiate
 
     from letters.checkpoint import load_classifier
     from letters.ensemble import joined_checkpoint, member_summary
@@ -241,7 +222,7 @@ def finish_ensemble(job: Job, members: list[Job], strict: bool) -> float:
     summaries = [member_summary(member.run_dir) for member in members]
     bests = [m.run_dir / "checkpoints" / "best.ckpt" for m in members]
     bests = [path for path in bests if path.is_file()]
-    if not bests:
+    if not bests or data is None:
         error = LettersError(f"{run_dir}: no member of the ensemble has a best checkpoint")
         if strict:
             raise error
@@ -250,8 +231,7 @@ def finish_ensemble(job: Job, members: list[Job], strict: bool) -> float:
     best = run_dir / "checkpoints" / "best.ckpt"
     joined = joined_checkpoint(bests)
     write_atomically(best, lambda handle: torch.save(joined, handle))
-    model = load_classifier(best)
-    data = instantiate(cfg.data).prepare()
+    model = load_classifier(best, data.splits["test"][0].device)  # where the data already is
     validation = predict_split(model, *data.splits["validation"])
     test = predict_split(model, *data.splits["test"])
     losses = [s["train_loss"] for s in summaries if isinstance(s.get("train_loss"), float)]
@@ -316,18 +296,22 @@ def finish_ensemble(job: Job, members: list[Job], strict: bool) -> float:
     return float(validation.accuracy)
 
 
-def train_stack(jobs: list[Job], strict: bool = False) -> list[float]:
-    """The engine: build, fit and record ``jobs`` as one stack (see train_jobs)."""
+def train_stack(jobs: list[Job], strict: bool = False) -> tuple[list[float], Any]:
+    """The engine: build, fit and record ``jobs`` as one stack (see train_jobs). Returns the
+    scores and the stack's data (None when the stack could not be built), which an ensemble
+    evaluates its joined checkpoint on."""
+    data = None
     try:
         stack = build(jobs)
+        data = stack.data
         fit(stack)
-        return record(stack, strict)
+        return record(stack, strict), data
     except Exception as error:
         if strict:
             raise
         for member, job in enumerate(jobs):
             record_failure(job, error, member if len(jobs) > 1 else None)
-        return [FAILED_SCORE] * len(jobs)
+        return [FAILED_SCORE] * len(jobs), data
 
 
 def build(jobs: list[Job]) -> Stack:
@@ -375,6 +359,8 @@ def build(jobs: list[Job]) -> Stack:
     stopper = GracefulStop()
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     if settings.get("enable_progress_bar") is None:  # a terminal, and no other job beside
+        from letters.threads import runs_beside_others
+
         settings["enable_progress_bar"] = sys.stderr.isatty() and not runs_beside_others()
     from pytorch_lightning.plugins.environments import SLURMEnvironment
 

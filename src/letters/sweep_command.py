@@ -1,0 +1,37 @@
+"""The command a multirun was started with, read back from the sweep's multirun.yaml (the
+basic sweeper writes it before launching anything): what each job may want to know of the
+whole sweep, such as which keys it varies and how many jobs run at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def read_sweep(multirun_yaml: str | Path) -> DictConfig | None:
+    """The sweep's config (SWEEP_DIR/multirun.yaml), or None when the sweep left none (the
+    Optuna sweeper keeps its command to itself) or it cannot be read."""
+    path = Path(multirun_yaml)
+    if not path.is_file():
+        return None
+    try:
+        config = OmegaConf.load(path)
+    except Exception:  # an unreadable record of the sweep: nothing is known of it
+        return None
+    return config if isinstance(config, DictConfig) else None
+
+
+def sweep_overrides(sweep: DictConfig) -> list[Any] | None:
+    """The sweep's overrides, parsed (Hydra's ``Override``): its sweeper's ``params`` as
+    ``key=values``, then the command line's; None when they cannot be parsed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
+        arguments = [f"{key}={value}" for key, value in params.items()]
+        arguments += list(OmegaConf.select(sweep, "hydra.overrides.task") or [])
+        return OverridesParser.create().parse_overrides(arguments)
+    except Exception:  # a record of the sweep we cannot read: nothing is known of it
+        return None
