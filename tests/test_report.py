@@ -5,6 +5,7 @@ where the optimizer uses one."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import logging
@@ -221,6 +222,145 @@ def test_unreadable_and_unfinished_runs_are_listed_not_fatal(tmp_path: Path) -> 
     assert "- 1 (lr=0.01): unreadable metrics.json (" in text
     assert "- 2 (lr=0.1): interrupted" in text
     assert "- 3 (lr=1): failed: x.png: not an image" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Ensembles: one job each, their members' accuracies beside theirs
+# ---------------------------------------------------------------------------------------------
+
+
+def make_ensemble_job(
+    sweep: Path,
+    number: int,
+    overrides: list[str],
+    ensemble: tuple[float, float],
+    members: list[tuple[float, float]],
+    continued_member: int | None = None,
+) -> None:
+    """A job of ``ensemble=K`` as letters.train leaves it: the ensemble's metrics.json (val and
+    test of ``ensemble``, a summary of each member) and each member's own folder
+    RUN/members/<i>/ with its metrics.json; member ``continued_member`` was continued with
+    resume=, so it has a .hydra/ of its own."""
+    job = sweep / str(number)
+    seed = int(dict(o.split("=", 1) for o in overrides).get("seed", 1))
+    summaries = []
+    for index, (best_val, test) in enumerate(members):
+        member_dir = job / "members" / str(index)
+        member_dir.mkdir(parents=True)
+        record = finished(best_val - 0.01, test, params={"seed": seed + 10007 * index})
+        record.update(best_val_acc=best_val, train_loss=0.5, epochs_completed=3)
+        (member_dir / "metrics.json").write_text(json.dumps(record))
+        (member_dir / "config.yaml").write_text(f"seed: {seed + 10007 * index}\nensemble: 1\n")
+        if index == continued_member:
+            (member_dir / ".hydra").mkdir()
+            (member_dir / ".hydra" / "overrides.yaml").write_text(
+                yaml.safe_dump([f"resume={member_dir}"])
+            )
+        summaries.append(
+            {
+                "status": "finished",
+                "val_acc": best_val - 0.01,
+                "best_val_acc": best_val,
+                "test_acc": test,
+                "train_loss": 0.5,
+                "epochs_completed": 3,
+                "seed": seed + 10007 * index,
+                "run_dir": str(member_dir),
+            }
+        )
+    metrics = finished(*ensemble, ensemble=len(members), members=summaries)
+    make_job(sweep, number, [*overrides, f"ensemble={len(members)}"], metrics)
+
+
+# seed=1,2,3 ensemble=3: each ensemble's (val, test), and its members' (best val, test).
+ENSEMBLES = {
+    1: ((0.90, 0.94), [(0.88, 0.92), (0.89, 0.93), (0.87, 0.91)]),
+    2: ((0.91, 0.95), [(0.89, 0.93), (0.90, 0.94), (0.88, 0.92)]),
+    3: ((0.92, 0.96), [(0.90, 0.94), (0.91, 0.95), (0.89, 0.93)]),
+}
+
+
+def ensemble_sweep(sweep: Path) -> None:
+    for number, (seed, (ensemble, members)) in enumerate(ENSEMBLES.items()):
+        continued = 0 if seed == 3 else None
+        make_ensemble_job(sweep, number, [f"seed={seed}"], ensemble, members, continued)
+
+
+def test_an_ensemble_sweep_shows_the_members_beside_each_ensemble(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    ensemble_sweep(sweep)
+    made = build_report(sweep)
+    # Three jobs, not twelve: the members' folders (one with a .hydra/ of its own) are not jobs.
+    assert [run.directory.name for run in made.runs] == ["0", "1", "2"]
+    text = report(sweep)
+    assert (
+        "| setting | val acc (last epoch) % | members best val % | test acc % | members test % "
+        "| runs |" in text
+    )
+    # Ensembles: val 91.0 ± 1.0, test 95.0 ± 1.0 over the seeds. Members: the nine pooled,
+    # best val 89.0 and test 93.0 on average, std sqrt(12e-4 / 8) = 1.2, and their range.
+    assert table_rows(text) == [
+        ["all", "91.0 ± 1.0", "89.0 ± 1.2 (87.0–91.0)", "95.0 ± 1.0", "93.0 ± 1.2 (91.0–95.0)", "3"]
+    ]
+    assert "mean ± standard deviation over seeds; 3 of 3 runs in the table." in text
+    assert "members best val / test %: mean ± standard deviation over every member" in text
+    assert "Ensemble members (test %, each member's best checkpoint):\n" in text
+    assert "- 0 (seed=1): ensemble of 3, test 94.0% | members 92.0, 93.0, 91.0 (mean 92.0)" in text
+    assert "- 1 (seed=2): ensemble of 3, test 95.0% | members 93.0, 94.0, 92.0 (mean 93.0)" in text
+    assert "- 2 (seed=3): ensemble of 3, test 96.0% | members 94.0, 95.0, 93.0 (mean 94.0)" in text
+    assert "members/" not in text and "Not in the table" not in text
+
+    written = json.loads((sweep / "report.json").read_text())
+    assert written["runs"] == 3
+    (group,) = written["groups"]
+    assert group["test_acc_mean"] == pytest.approx(0.95)
+    assert group["members_test_acc_mean"] == pytest.approx(0.93)
+    assert group["members_test_acc_std"] == pytest.approx((12e-4 / 8) ** 0.5)
+    assert (group["members_test_acc_min"], group["members_test_acc_max"]) == pytest.approx(
+        (0.91, 0.95)
+    )
+    assert group["members_best_val_acc_mean"] == pytest.approx(0.89)
+    assert group["members"] == 9 and group["runs"] == 3
+    first = written["ensemble_members"][0]
+    assert (first["folder"], first["seed"], first["test_acc"]) == ("0", "1", 0.94)
+    assert [m["test_acc"] for m in first["members"]] == [0.92, 0.93, 0.91]
+    assert [m["seed"] for m in first["members"]] == [1, 10008, 20015]
+    with (sweep / "report.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert float(row["members_test_acc_mean"]) == pytest.approx(0.93)
+    assert row["members"] == "9"
+
+
+def test_one_ensemble_run_and_plain_runs_beside_ensembles(tmp_path: Path) -> None:
+    # A single ensemble run, reported from its own folder: its members are still not jobs.
+    single = tmp_path / "single"
+    (ensemble, members) = ENSEMBLES[1]
+    make_ensemble_job(single, 0, ["seed=1"], ensemble, members, continued_member=1)
+    text = report(single / "0")
+    assert table_rows(text) == [
+        ["all", "90.0", "88.0 ± 1.0 (87.0–89.0)", "94.0", "92.0 ± 1.0 (91.0–93.0)", "1"]
+    ]
+    assert "- . (the only setting): ensemble of 3, test 94.0% | members 92.0, 93.0, 91.0" in text
+
+    # ensemble=1,3: the plain run's group has no members to show.
+    mixed = tmp_path / "mixed"
+    make_job(mixed, 0, ["ensemble=1", "seed=1"], finished(0.88, 0.92))
+    make_ensemble_job(mixed, 1, ["seed=1"], ensemble, members)
+    rows = table_rows(report(mixed))
+    assert [row[:5] for row in rows] == [
+        ["1", "88.0", "-", "92.0", "-"],
+        ["3", "90.0", "88.0 ± 1.0 (87.0–89.0)", "94.0", "92.0 ± 1.0 (91.0–93.0)"],
+    ]
+
+
+def test_plain_sweeps_print_no_ensemble_columns(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["lr=0.001", "seed=1"], finished(0.5, 0.4))
+    make_job(sweep, 1, ["lr=0.01", "seed=1"], finished(0.625, 0.5))
+    text = report(sweep)
+    assert "members" not in text and "nsemble" not in text
+    written = json.loads((sweep / "report.json").read_text())
+    assert written["ensemble_members"] == [] and "members" not in written["groups"][0]
 
 
 # ---------------------------------------------------------------------------------------------

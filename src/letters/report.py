@@ -11,6 +11,11 @@ A search (an Optuna study, or trials whose settings differ in several keys witho
 grid): one row per trial, best validation accuracy first, with its trial (job) number and
 folder and the parameters that vary.
 
+An ensemble run (``ensemble=K``) is one job of the sweep, its members (``RUN/members/<i>/``)
+are not: the grid shows the members' accuracies beside the ensemble's (mean ± std over every
+member of a setting's runs, with their range), and a section under the table lists each run's
+members one by one, so that the gain of averaging them is read at a glance.
+
 Runs that collapsed (predict one class, or nearly, for every image) are marked; runs that
 failed, diverged or were interrupted are listed under the table, never dropped in silence.
 The table is printed as Markdown and written beside the runs as report.md, report.csv,
@@ -27,6 +32,7 @@ import math
 import statistics
 import sys
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,10 @@ REPLICATE_KEYS = ("seed",)
 # same sweep.
 NOT_SETTINGS = ("resume",)
 METRICS = (("val_acc", "val acc (last epoch)"), ("test_acc", "test acc"))  # key, column title
+# The members' columns of an ensemble, beside METRICS' (same order). An ensemble joins each
+# member's best checkpoint, and a member's test_acc is that checkpoint's: its best_val_acc is
+# the validation accuracy of the same checkpoint, the one to set beside the ensemble's.
+MEMBER_METRICS = (("best_val_acc", "members best val"), ("test_acc", "members test"))
 CHANCE = 1 / 26  # the accuracy of a guess, or of always answering the same letter (balanced)
 # A run that gives every test image one of at most this many classes has collapsed (read from
 # metrics.json's predicted_classes when it is recorded; otherwise accuracy at chance says so).
@@ -88,6 +98,16 @@ class Run:
         return DEFAULT
 
     @property
+    def members(self) -> list[dict[str, Any]]:
+        """An ensemble run's members, as its metrics.json lists them; [] for a plain run."""
+        members = (self.metrics or {}).get("members")
+        return [m for m in members if isinstance(m, dict)] if isinstance(members, list) else []
+
+    def member_values(self, key: str) -> list[float]:
+        """``key`` of each member that recorded it (a member that failed has no test_acc)."""
+        return [float(member[key]) for member in self.members if is_number(member.get(key))]
+
+    @property
     def collapsed(self) -> str | None:
         """Why this finished run looks collapsed (one class for every image), or None."""
         if not self.usable:
@@ -121,9 +141,22 @@ class Group:
         std = statistics.stdev(values) if len(values) > 1 else None
         return {"mean": statistics.fmean(values), "std": std}
 
+    def member_values(self, key: str) -> list[float]:
+        """``key`` of every member of the group's ensembles, pooled: the runs in the table only,
+        like ``values``."""
+        return [value for run in self.runs if run.usable for value in run.member_values(key)]
+
     @property
     def collapsed(self) -> int:
         return sum(run.collapsed is not None for run in self.runs)
+
+
+def spread_of(values: list[float]) -> dict[str, float | None]:
+    """Mean, standard deviation (None for fewer than two values), min and max of ``values``."""
+    if not values:
+        return {"mean": None, "std": None, "min": None, "max": None}
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "std": std, "min": min(values), "max": max(values)}
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
@@ -171,12 +204,16 @@ def job_number(directory: Path) -> int | None:
 def collect_runs(sweep_dir: Path) -> list[Run]:
     """Every job below ``sweep_dir`` (a job is a folder with Hydra's .hydra/overrides.yaml).
 
-    A job whose files cannot be read is kept, with the problem as its status."""
+    A job whose files cannot be read is kept, with the problem as its status. An ensemble's
+    members are not jobs of the sweep (a member continued with resume= has a .hydra/ of its
+    own): their accuracies are read from the ensemble's metrics.json."""
     if not sweep_dir.is_dir():
         raise LettersError(f"{sweep_dir}: not a folder")
     runs = []
     for overrides_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
         directory = overrides_file.parent.parent
+        if ensemble_of(directory, sweep_dir) is not None:
+            continue
         metrics, problem = read_metrics(directory)
         try:
             lines = yaml.safe_load(overrides_file.read_text()) or []
@@ -187,6 +224,21 @@ def collect_runs(sweep_dir: Path) -> list[Run]:
     if not runs:
         raise LettersError(f"{sweep_dir}: no runs found (no */.hydra/overrides.yaml below it)")
     return sorted(runs, key=lambda run: job_order(run.directory, sweep_dir))
+
+
+def ensemble_of(directory: Path, sweep_dir: Path) -> Path | None:
+    """The ensemble run that ``directory`` is a member of (``RUN/members/<i>``, RUN below or at
+    ``sweep_dir``), or None. RUN is an ensemble when it is a job itself (it may still be
+    training, with no metrics.json yet) or its metrics.json lists members."""
+    parts = directory.relative_to(sweep_dir).parts
+    for index in range(len(parts) - 1):
+        if parts[index] != "members" or not parts[index + 1].isdigit():
+            continue
+        run = sweep_dir.joinpath(*parts[:index])
+        metrics, _ = read_metrics(run)
+        if (run / ".hydra" / "overrides.yaml").is_file() or "members" in (metrics or {}):
+            return run
+    return None
 
 
 def job_order(directory: Path, sweep_dir: Path) -> tuple:
@@ -240,6 +292,14 @@ def percent(summary: dict[str, float | None]) -> str:
 
 def one_percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+def members_percent(summary: dict[str, float | None]) -> str:
+    """Members' accuracy for the table: mean ± std, and their range (min–max) when it is one."""
+    text = percent(summary)
+    if summary["min"] is not None and summary["min"] != summary["max"]:
+        text += f" ({one_percent(summary['min'])}–{one_percent(summary['max'])})"
+    return text
 
 
 def where(run: Run, sweep_dir: Path) -> str:
@@ -337,7 +397,8 @@ def grid_table(
 ) -> tuple[str, list[dict[str, Any]]]:
     best = best_group(groups)
     notes = [group_note(group, best) for group in groups]
-    header = [*(keys or ["setting"]), *(title + " %" for _, title in METRICS), "runs"]
+    ensembles = has_ensembles(groups)
+    header = [*(keys or ["setting"]), *metric_titles(ensembles), "runs"]
     if reference is not None:
         header.append("reference val / test %")
     if any(notes):
@@ -347,12 +408,14 @@ def grid_table(
         usable = len(group.values(METRICS[0][0]))
         runs = f"{usable}" if usable == len(group.runs) else f"{usable} of {len(group.runs)}"
         cells = [shown(value) for value in group.setting.values()] if keys else ["all"]
-        cells += [percent(group.summary(key)) for key, _ in METRICS]
+        cells += metric_cells(group, ensembles)
         cells.append(runs)
         record: dict[str, Any] = dict(group.setting)
         for key, _ in METRICS:
             summary = group.summary(key)
             record[f"{key}_mean"], record[f"{key}_std"] = summary["mean"], summary["std"]
+        if ensembles:
+            record.update(member_fields(group.member_values))
         record["runs"] = usable
         record["runs_total"] = len(group.runs)
         if reference is not None:
@@ -368,6 +431,40 @@ def grid_table(
         rows.append(cells)
         records.append(record)
     return markdown(header, rows), records
+
+
+def has_ensembles(groups: list[Group]) -> bool:
+    """Whether the table needs the members' columns: some run in it is an ensemble."""
+    return any(group.member_values(key) for group in groups for key, _ in MEMBER_METRICS)
+
+
+def metric_titles(ensembles: bool) -> list[str]:
+    """The accuracy columns' titles: each of METRICS, with its members' column after it."""
+    titles = []
+    for (_, title), (_, members_title) in zip(METRICS, MEMBER_METRICS, strict=True):
+        titles += [f"{title} %", f"{members_title} %"] if ensembles else [f"{title} %"]
+    return titles
+
+
+def metric_cells(group: Group, ensembles: bool) -> list[str]:
+    """A group's accuracy cells, in the order of ``metric_titles``."""
+    cells = []
+    for (key, _), (member_key, _) in zip(METRICS, MEMBER_METRICS, strict=True):
+        cells.append(percent(group.summary(key)))
+        if ensembles:
+            cells.append(members_percent(spread_of(group.member_values(member_key))))
+    return cells
+
+
+def member_fields(values_of: Callable[[str], list[float]]) -> dict[str, Any]:
+    """The members' columns for report.csv/json: ``members_<key>_{mean,std,min,max}`` of
+    ``values_of(key)`` (a group's or a run's member values) and how many members have a test
+    accuracy."""
+    fields: dict[str, Any] = {}
+    for key, _ in MEMBER_METRICS:
+        fields.update((f"members_{key}_{stat}", v) for stat, v in spread_of(values_of(key)).items())
+    fields["members"] = len(values_of("test_acc"))
+    return fields
 
 
 def ranked_trials(runs: list[Run]) -> list[Run]:
@@ -399,6 +496,7 @@ def search_table(
         header.pop()
         rows = [row[:-1] for row in rows]
     others = sorted((run for run in runs if not run.usable), key=lambda run: run.number or 0)
+    ensembles = any(run.members for run in runs)
     records = []
     for run in [*ranked, *others]:
         record: dict[str, Any] = {"trial": run.number, "folder": where(run, sweep_dir)}
@@ -406,6 +504,8 @@ def search_table(
         for key, _ in METRICS:
             value = (run.metrics or {}).get(key)
             record[key] = value if is_number(value) else None
+        if ensembles:
+            record.update(member_fields(run.member_values))
         record["status"] = run.status
         record["best"] = run is best
         record["collapsed"] = run.collapsed is not None
@@ -429,14 +529,58 @@ def problem_lines(runs: list[Run], sweep_dir: Path) -> list[str]:
 
 
 def collapsed_lines(runs: list[Run], sweep_dir: Path, keys: list[str]) -> list[str]:
-    shown_keys = keys + [k for k in REPLICATE_KEYS if len({r.setting(k) for r in runs}) > 1]
+    shown = shown_keys(runs, keys)
     return [
-        f"- {where(run, sweep_dir)} ({settings_text(run, shown_keys) or 'the only setting'}): "
+        f"- {where(run, sweep_dir)} ({settings_text(run, shown) or 'the only setting'}): "
         f"val {one_percent(run.value('val_acc'))}%, test {one_percent(run.value('test_acc'))}%, "
         f"{run.collapsed}"
         for run in runs
         if run.collapsed
     ]
+
+
+def shown_keys(runs: list[Run], keys: list[str]) -> list[str]:
+    """The keys that tell one run from another: the swept ones, and the seed when it varies."""
+    return keys + [k for k in REPLICATE_KEYS if len({r.setting(k) for r in runs}) > 1]
+
+
+def member_lines(runs: list[Run], sweep_dir: Path, keys: list[str]) -> list[str]:
+    """One line per ensemble run: its test accuracy, then each member's and their mean, to
+    see what averaging the members gained over each of them."""
+    lines = []
+    for run in runs:
+        if not run.members:
+            continue
+        settings = settings_text(run, shown_keys(runs, keys)) or "the only setting"
+        tests = [member.get("test_acc") for member in run.members]
+        each = ", ".join(one_percent(v) if is_number(v) else "-" for v in tests)
+        mean = spread_of(run.member_values("test_acc"))["mean"]
+        ensemble = (run.metrics or {}).get("test_acc")
+        lines.append(
+            f"- {where(run, sweep_dir)} ({settings}): ensemble of {len(run.members)}, test "
+            f"{one_percent(ensemble) if is_number(ensemble) else '-'}% | members {each} "
+            f"(mean {one_percent(mean)})"
+        )
+    return lines
+
+
+def ensemble_records(runs: list[Run], sweep_dir: Path, keys: list[str]) -> list[dict[str, Any]]:
+    """report.json's ``ensemble_members``: what ``member_lines`` says, run by run."""
+    records = []
+    for run in runs:
+        if not run.members:
+            continue
+        record: dict[str, Any] = {"folder": where(run, sweep_dir)}
+        record.update((key, run.setting(key)) for key in shown_keys(runs, keys))
+        for key in ("val_acc", "test_acc"):
+            value = (run.metrics or {}).get(key)
+            record[key] = value if is_number(value) else None
+        record["members"] = [
+            {key: member.get(key) for key in ("seed", "status", "best_val_acc", "test_acc")}
+            for member in run.members
+        ]
+        records.append(record)
+    return records
 
 
 # ---------------------------------------------------------------------------------------------
@@ -668,6 +812,12 @@ def grid_text(
         spread = "one run per setting"
     usable = sum(run.usable for run in runs)
     text = f"{table}\n\n{spread}; {usable} of {len(runs)} runs in the table.\n"
+    if has_ensembles(groups):
+        text += (
+            "An ensemble's val and test acc are its joined checkpoint's; members best val / "
+            "test %: mean ± standard deviation over every member of the setting's runs "
+            "(min–max), each member's best checkpoint (the ones the ensemble averages).\n"
+        )
     best = best_group(groups)
     if best is not None:
         setting = ", ".join(f"{k}={shown(v)}" for k, v in best.setting.items())
@@ -712,6 +862,7 @@ class Report:
     rows: list[dict[str, Any]]
     collapsed: list[str]
     problems: list[str]
+    ensembles: list[dict[str, Any]] = field(default_factory=list)  # runs of ensemble=K
 
     @property
     def best_trial(self) -> Run | None:
@@ -730,6 +881,7 @@ class Report:
             "reference": None if self.reference is None else self.reference.name,
             "collapsed": self.collapsed,
             "problems": self.problems,
+            "ensemble_members": self.ensembles,
             "runs": len(self.runs),
         }
         write_json(self.sweep_dir / "report.json", summary)
@@ -752,6 +904,10 @@ def build_report(sweep_dir: Path) -> Report:
     else:
         body, rows = grid_text(runs, keys, groups, reference)
     text = f"# {sweep_dir.name}\n\n{body}"
+    members = member_lines(runs, sweep_dir, keys)
+    if members:
+        text += "\nEnsemble members (test %, each member's best checkpoint):\n"
+        text += "\n".join(members) + "\n"
     collapsed = collapsed_lines(runs, sweep_dir, keys)
     if collapsed:
         text += "\nCollapsed (one class for every image, or accuracy at chance):\n" + "\n".join(
@@ -761,7 +917,10 @@ def build_report(sweep_dir: Path) -> Report:
     problems = problem_lines(runs, sweep_dir)
     if problems:
         text += "\nNot in the table:\n" + "\n".join(problems) + "\n"
-    return Report(sweep_dir, runs, keys, groups, search, reference, text, rows, collapsed, problems)
+    ensembles = ensemble_records(runs, sweep_dir, keys)
+    return Report(
+        sweep_dir, runs, keys, groups, search, reference, text, rows, collapsed, problems, ensembles
+    )
 
 
 def report(sweep_dir: Path) -> str:
