@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from letters.augment import PhotoAugment
+from letters.augment import PhotoAugment, shifted_views
 from letters.autograd import Standardize
 from letters.model import MLP
 from letters.module import LetterClassifier
@@ -68,6 +68,32 @@ def test_test_time_polarity_sees_both_polarities_alike() -> None:
     x = torch.rand(4, 64) * 2 - 1
     torch.testing.assert_close(model(x), model(-x))
     assert torch.allclose(model(x).exp().sum(1), torch.ones(4))
+
+
+def test_shifted_views_move_each_image_by_every_offset() -> None:
+    x = torch.arange(2 * 16, dtype=torch.float32).view(2, 16)  # two 4x4 images
+    views = shifted_views(x, 4, 1).view(9, 2, 4, 4)
+    images = x.view(2, 4, 4)
+    torch.testing.assert_close(views[4], images)  # the middle offset is the image itself
+    # Offset (dy=0, dx=2) of the padded image: content moved one pixel left, last column kept.
+    torch.testing.assert_close(views[5][:, :, :3], images[:, :, 1:])
+    torch.testing.assert_close(views[5][:, :, 3], images[:, :, 3])
+
+
+def test_test_time_shift_averages_the_probabilities_of_the_shifted_images() -> None:
+    torch.manual_seed(0)
+    settings = {"norm_size": 8, "hidden_sizes": [16], "members": [{"init": "kaiming"}] * 2}
+    plain = LetterClassifier(**settings).eval()
+    shifted = LetterClassifier(**settings, test_time_shift=1, test_time_polarity=True).eval()
+    shifted.load_state_dict(plain.state_dict())
+    x = torch.rand(5, 64) * 2 - 1
+    views = shifted_views(x, 8, 1).view(9, 5, 64)
+    with torch.no_grad():
+        by_hand = torch.stack(
+            [plain.member_logits(sign * view).softmax(-1) for view in views for sign in (1, -1)]
+        ).mean(dim=0)
+        torch.testing.assert_close(shifted.member_logits(x).exp(), by_hand)
+        torch.testing.assert_close(shifted(x).exp(), by_hand.mean(dim=0))
 
 
 @pytest.mark.parametrize("name", ["onecycle", "cosine"])

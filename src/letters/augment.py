@@ -58,3 +58,18 @@ class PhotoAugment:
         sign = torch.where(uniform(0, 1, 1) < self.invert, -1.0, 1.0)
         noise = torch.randn(warped.shape, generator=generator, device=generator.device)
         return (warped * gain + offset) * sign + self.noise * noise.to(device)
+
+
+def shifted_views(inputs: torch.Tensor, size: int, pixels: int) -> torch.Tensor:
+    """Each image moved by every whole-pixel offset of at most ``pixels`` along each axis,
+    edges repeated: [n, size*size] -> [(2*pixels + 1)**2 * n, size*size], view by view.
+
+    What test-time shifts classify: an MLP has no built-in tolerance to a letter sitting a
+    pixel off where the training images put it, so averaging over small shifts gives it some.
+    """
+    count = inputs.shape[0]
+    images = inputs.view(count, 1, size, size)
+    padded = F.pad(images, (pixels,) * 4, mode="replicate")
+    offsets = range(2 * pixels + 1)
+    views = [padded[:, :, dy : dy + size, dx : dx + size] for dy in offsets for dx in offsets]
+    return torch.cat(views).reshape(len(views) * count, size * size)

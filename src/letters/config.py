@@ -34,8 +34,11 @@ def number(
     low_inclusive: bool,
     high: float | None = None,
     integer: bool = False,
+    prefix: str = "",
 ) -> None:
+    """``cfg[key]`` is a number within bounds; the message names it as ``prefix + key``."""
     value = cfg.get(key)
+    key = prefix + key
     kind = "a whole number" if integer else "a number"
     valid_type = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not valid_type:
@@ -81,8 +84,22 @@ def validate_training(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> No
     for key in ("epochs", "batch_size", "val_interval", "norm_size", "steps_per_call"):
         number(cfg, key, low=1, low_inclusive=True, integer=True)
     number(cfg, "seed", low=0, low_inclusive=True, integer=True)
+    if "test_time_shift" in cfg:  # runs saved before test-time shifts have no such key
+        number(cfg, "test_time_shift", low=0, low_inclusive=True, integer=True)
+        if cfg.test_time_shift * 4 > cfg.norm_size:
+            raise ConfigError(
+                f"test_time_shift={cfg.test_time_shift} moves a {cfg.norm_size}-pixel letter by "
+                f"more than a quarter of its size; use at most {cfg.norm_size // 4}"
+            )
     if "ensemble" in cfg:  # runs saved before ensembles have no such key
         number(cfg, "ensemble", low=1, low_inclusive=True, integer=True)
+    if cfg.get("pretrain"):
+        pretrain = cfg.pretrain
+        if not isinstance(pretrain, DictConfig) or "data" not in pretrain:
+            raise ConfigError(
+                f"pretrain={pretrain!r} must be a pre-training config (pretrain=synthetic|emnist)"
+            )
+        number(pretrain, "epochs", low=1, low_inclusive=True, integer=True, prefix="pretrain.")
     takes_momentum = OPTIMIZERS[name].takes_momentum
     if not takes_momentum and any(o.startswith("momentum=") for o in task_overrides):
         log.warning("momentum=%s is ignored: optimizer %s has no momentum", cfg.momentum, name)

@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
-from letters.augment import PhotoAugment
+from letters.augment import PhotoAugment, shifted_views
 from letters.autograd import cross_entropy
 from letters.data.modules import Chunk
 from letters.model import MLP
@@ -58,6 +58,7 @@ class LetterClassifier(pl.LightningModule):
         augment: dict[str, float] | None = None,
         scheduler: str = "none",
         test_time_polarity: bool = False,
+        test_time_shift: int = 0,
         members: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
@@ -82,6 +83,7 @@ class LetterClassifier(pl.LightningModule):
         self.augment = PhotoAugment(**augment) if augment else None
         self.scheduler = scheduler
         self.test_time_polarity = test_time_polarity
+        self.test_time_shift = test_time_shift
         self.optimizer_config = dict(optimizer or {"name": "sgd"})
         self._direct_steps: bool | None = None
         # Where each member's scalars go (letters.trackers.RunTrackers; train.py sets them).
@@ -97,20 +99,34 @@ class LetterClassifier(pl.LightningModule):
         self.reset_train_sums()
         self.reset_eval_sums()
 
+    def start_afresh(self) -> None:
+        """After pre-training: the run's records (curves, validation, epochs) begin with the
+        real data. Members that diverged stay stopped."""
+        self.histories = [new_history() for _ in self.members]
+        self.validation_acc = [None] * len(self.members)
+        self.closed_epoch = -1
+
     @property
     def stack_size(self) -> int:
         return len(self.members)
 
     def member_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Each member's logits [K, batch, classes]. With ``test_time_polarity`` an image and
-        its negative (light on dark <-> dark on light) are both classified and their
-        probabilities averaged."""
-        logits = self.model(inputs)
-        if not self.test_time_polarity:
+        """Each member's logits [K, batch, classes]. Test-time views (``test_time_polarity``:
+        the image and its negative, light on dark <-> dark on light; ``test_time_shift``:
+        every offset of up to that many pixels) are classified at once and each member's
+        probabilities averaged over them."""
+        views = inputs
+        if self.test_time_shift:
+            views = shifted_views(views, self.norm_size, self.test_time_shift)
+        if self.test_time_polarity:
+            views = torch.cat([views, -views])
+        logits = self.model(views)
+        count = len(views) // len(inputs)
+        if count == 1:
             return logits
-        # log((p + q) / 2) from log-probabilities: finite where a probability underflows to 0.
-        both = torch.logaddexp(logits.log_softmax(dim=-1), self.model(-inputs).log_softmax(dim=-1))
-        return both - math.log(2)
+        # log(mean of probabilities over the views), finite where one underflows to 0.
+        per_view = logits.view(logits.shape[0], count, len(inputs), -1).log_softmax(dim=-1)
+        return torch.logsumexp(per_view, dim=1) - math.log(count)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """The stack's prediction [batch, classes]: a member's own logits for a stack of one,

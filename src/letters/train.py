@@ -51,6 +51,8 @@ class Stack:
     trackers: list[Any]  # letters.trackers.RunTrackers, one per member
     started: float
     stopper: Any  # letters.callbacks.GracefulStop: which signal, if any, stopped training
+    pretrain_data: Any = None  # the data of pre-training (pretrain=...), when the recipe has it
+    pretrained: dict[str, Any] | None = None  # what pre-training did, for each metrics.json
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -68,13 +70,24 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
         "augment": "photo" if cfg.augment else "none",
         "scheduler": cfg.scheduler,
         "test_time_polarity": cfg.test_time_polarity,
+        "test_time_shift": cfg.get("test_time_shift", 0),
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "seed": cfg.seed,
         "norm_size": cfg.norm_size,
         "data": cfg.data._target_.rsplit(".", 1)[-1],
         "ensemble": cfg.get("ensemble", 1),
+        "pretrain": pretrain_name(cfg),
     }
+
+
+def pretrain_name(cfg: DictConfig) -> str:
+    """What the run pre-trains on, e.g. 'synthetic x10' (epochs), or 'none'."""
+    pretrain = cfg.get("pretrain")
+    if not pretrain:
+        return "none"
+    source = pretrain.data._target_.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+    return f"{source} x{pretrain.epochs}"
 
 
 def quiet_lightning() -> None:
@@ -337,6 +350,10 @@ def build(jobs: list[Job]) -> Stack:
     set_torch_threads(cfg)
     data = instantiate(cfg.data).prepare()
     log.info("data: %s", data.describe())
+    pretrain_data = None
+    if cfg.get("pretrain") and not cfg.resume:  # a resumed run's weights are already trained
+        pretrain_data = instantiate(cfg.pretrain.data).prepare()
+        log.info("pre-training data: %s", pretrain_data.describe())
     model = LetterClassifier(
         norm_size=cfg.norm_size,
         classes=data.classes,
@@ -349,6 +366,7 @@ def build(jobs: list[Job]) -> Stack:
         augment=OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None,
         scheduler=cfg.scheduler,
         test_time_polarity=cfg.test_time_polarity,
+        test_time_shift=cfg.test_time_shift,
         members=[member_settings(job.cfg) for job in jobs],
     )
     trackers = [RunTrackers.from_config(job.cfg.get("logger")) for job in jobs]
@@ -376,7 +394,7 @@ def build(jobs: list[Job]) -> Stack:
         + ([StepProgressBar()] if settings["enable_progress_bar"] else []),
         default_root_dir=jobs[0].run_dir,
     )
-    return Stack(jobs, data, model, trainer, checkpoints, trackers, started, stopper)
+    return Stack(jobs, data, model, trainer, checkpoints, trackers, started, stopper, pretrain_data)
 
 
 def fit(stack: Stack) -> None:
@@ -397,12 +415,88 @@ def fit(stack: Stack) -> None:
         log.info("a stack of %d runs: %s", len(stack.jobs), ", ".join(describe(stack.jobs)))
     stack.stopper.install()
     try:
+        if stack.pretrain_data is not None:
+            pretrain(stack)
         # weights_only: a checkpoint is data; resuming from one must not run code from it.
         stack.trainer.fit(
             stack.model, datamodule=stack.data, ckpt_path=resume or None, weights_only=True
         )
     finally:
         stack.stopper.restore()
+
+
+def pretrain(stack: Stack) -> None:
+    """Train every member on the pre-training data (pretrain=...) for its own epochs, with
+    the run's optimizer and schedule, before the real data trains it with fresh ones.
+
+    Nothing of it is validated, checkpointed or logged per epoch: the run's records, curves
+    and checkpoints are those of the real data. A signal during pre-training leaves nothing
+    to continue from; the run says so and exits as an interrupted one does.
+    """
+    import pytorch_lightning as pl
+
+    from letters.callbacks import StepProgressBar
+
+    cfg, model = stack.jobs[0].cfg, stack.model
+    epochs = int(cfg.pretrain.epochs)
+    log.info("pre-training: %d epochs of %s", epochs, stack.pretrain_data.name)
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    settings.update(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0)
+    progress = stack.trainer.progress_bar_callback is not None
+    settings["enable_progress_bar"] = progress
+    trainer = pl.Trainer(
+        **settings,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[stack.stopper] + ([StepProgressBar()] if progress else []),
+        default_root_dir=stack.jobs[0].run_dir,
+    )
+    started = time.perf_counter()
+    trackers, model.member_trackers = model.member_trackers, []
+    try:
+        trainer.fit(model, datamodule=stack.pretrain_data, weights_only=True)
+    finally:
+        model.member_trackers = trackers
+    losses = [
+        history["train_loss"][-1] if history["train_loss"] else None for history in model.histories
+    ]
+    model.start_afresh()
+    stack.pretrained = {
+        "data": stack.pretrain_data.name,
+        "epochs": trainer.current_epoch,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    for member, loss in enumerate(losses):
+        log.info(
+            "pre-trained: %d epochs of %s in %.1f s, train_loss %s",
+            trainer.current_epoch,
+            stack.pretrain_data.name,
+            stack.pretrained["seconds"],
+            "-" if loss is None else f"{loss:.4f}",
+            extra={"member": member},
+        )
+    if stack.stopper.signal is not None:
+        record_interrupted_pretraining(stack)
+
+
+def record_interrupted_pretraining(stack: Stack) -> None:
+    """A signal during pre-training: no checkpoint exists yet, so each member's metrics.json
+    says the run must start again, and the process exits with 128 + the signal's number."""
+    from letters.files import write_json
+
+    stopped_by = stack.stopper.signal
+    for member, job in enumerate(stack.jobs):
+        record = member_record(stack, member, "interrupted")
+        record.update(signal=stopped_by.name, epochs=job.cfg.epochs, resume=None)
+        write_json(job.run_dir / "metrics.json", record)
+        stack.trackers[member].finalize("interrupted")
+        log.warning(
+            "interrupted by %s during pre-training; no checkpoint yet: run the command again",
+            stopped_by.name,
+            extra={"member": member},
+        )
+    stack.stopper.hand_over()
+    raise SystemExit(128 + int(stopped_by))
 
 
 def describe(jobs: list[Job]) -> list[str]:
@@ -544,6 +638,8 @@ def member_record(stack: Stack, member: int, status: str) -> dict[str, Any]:
     record["train_seconds"] = round(time.perf_counter() - stack.started, 2)
     record["epochs_completed"] = len(history["epoch"])
     record["best_val_acc"] = stack.checkpoints.best_scores[member]
+    if stack.pretrained is not None:
+        record["pretrained"] = stack.pretrained
     return record
 
 
