@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from letters import optimizers as optimizers_module
 from letters.optimizers import (
     OPTIMIZERS,
     SCHEDULERS,
     StackedOptimizer,
+    _FusedAdam,
     member_optimizer_state,
     schedule_factors,
 )
@@ -36,6 +38,35 @@ WEIGHT_DECAYS = [0.0, 1e-2, 0.1]
 # steps, is 0: each op rounds as torch's does. The tolerance leaves room for another
 # platform's or torch version's rounding (1 ulp a step accumulates to well under this).
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-7}
+
+# Adam and AdamW take torch's fused kernel on a CPU (the ids without a suffix); "-general"
+# runs them on the general path (StackedOptimizer.fused = False), the others' only path.
+FUSED_KINDS = [kind for kind, spec in OPTIMIZERS.items() if spec.fused is not None]
+KIND_PATHS = [pytest.param(kind, True, id=kind) for kind in OPTIMIZERS] + [
+    pytest.param(kind, False, id=f"{kind}-general") for kind in FUSED_KINDS
+]
+
+
+def use_path(monkeypatch: pytest.MonkeyPatch, fused: bool) -> None:
+    """The optimizers built from here on take the fused path (where the kind has one) or not."""
+    monkeypatch.setattr(StackedOptimizer, "fused", fused)
+
+
+def assert_path(optimizer: StackedOptimizer, fused: bool) -> None:
+    expected = fused and OPTIMIZERS[optimizer.defaults["kind"]].fused is not None
+    assert isinstance(optimizer._fast, _FusedAdam) == expected
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test, as these tiny tensors need no more: the fused CPU Adam
+    kernel opens a parallel region for every tensor of every member, however small, and with
+    the cores shared (pytest -n 2) each one waits for a thread the other worker holds (the
+    file took 26 s on two busy cores where one thread takes 2 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def random_run(seed: int = 0, steps: int = STEPS) -> tuple[list[torch.Tensor], list[list]]:
@@ -92,10 +123,16 @@ def torch_reference(kind: str, schedule: str, initial: list[torch.Tensor], membe
 
 
 @pytest.mark.parametrize("schedule", SCHEDULERS)
-@pytest.mark.parametrize("kind", list(OPTIMIZERS))
-def test_matches_torch_per_member(kind: str, schedule: str) -> None:
+@pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
+def test_matches_torch_per_member(
+    kind: str, fused: bool, schedule: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also the fused path: its kernel rounds otherwise than torch's single-tensor Adam, by
+    at most 1.5e-8 here (test_fused_matches_torch_fused_per_member: bit-for-bit)."""
+    use_path(monkeypatch, fused)
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial, schedule)
+    assert_path(optimizer, fused)
     references = [torch_reference(kind, schedule, initial, k) for k in range(K)]
     for step_grads in grads:
         step(params, optimizer, step_grads)
@@ -117,8 +154,13 @@ def test_matches_torch_per_member(kind: str, schedule: str) -> None:
     print(f"{kind} {schedule}: max abs difference to torch.optim {worst:.3g}")
 
 
-@pytest.mark.parametrize("kind", ["adam", "sgd"])  # sgd: its fast path stands aside
-def test_a_parameter_without_gradient_is_skipped_as_torch_does(kind: str) -> None:
+@pytest.mark.parametrize(  # sgd's and adam's fast paths take (adam) or leave (sgd) the step
+    ("kind", "fused"), [("adam", True), ("adam", False), ("sgd", True)]
+)
+def test_a_parameter_without_gradient_is_skipped_as_torch_does(
+    kind: str, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_path(monkeypatch, fused)
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial)
     references = [torch_reference(kind, "none", initial, k) for k in range(K)]
@@ -144,15 +186,16 @@ def test_a_parameter_without_gradient_is_skipped_as_torch_does(kind: str) -> Non
 
 
 @pytest.mark.parametrize("schedule", ["onecycle", "none"])  # none: the static coefficients
-@pytest.mark.parametrize("kind", list(OPTIMIZERS))
+@pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
 @pytest.mark.parametrize("eps", [None, 0.0])
 def test_frozen_member_is_untouched_and_others_unaffected(
-    kind: str, eps: float | None, schedule: str
+    kind: str, fused: bool, eps: float | None, schedule: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Member 1 is frozen after 5 steps and then gets NaN/inf gradients: its parameters and
     state stay bit-for-bit, and members 0 and 2 stay bit-for-bit those of an unmasked run."""
     if eps is not None and kind == "sgd":
         pytest.skip("sgd has no eps")
+    use_path(monkeypatch, fused)
     settings = {} if eps is None else {"eps": eps}
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial, schedule, **settings)
@@ -182,9 +225,12 @@ def test_frozen_member_is_untouched_and_others_unaffected(
                 assert torch.equal(value[k], free_optimizer.state[free_param][name][k]), name
 
 
-@pytest.mark.parametrize("kind", list(OPTIMIZERS))
-def test_never_active_member_stays_put(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
+def test_never_active_member_stays_put(
+    kind: str, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A member frozen from the start (no state yet, step 0: Adam's 1 - beta1**0 == 0)."""
+    use_path(monkeypatch, fused)
     initial, grads = random_run(steps=3)
     params, optimizer = stacked(kind, initial)
     optimizer.active[2] = False
@@ -202,8 +248,9 @@ def saved(state_dict: dict) -> dict:
     return torch.load(buffer)
 
 
-@pytest.mark.parametrize("kind", list(OPTIMIZERS))
-def test_state_dict_round_trip(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
+def test_state_dict_round_trip(kind: str, fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    use_path(monkeypatch, fused)
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial, "onecycle")
     for step_grads in grads[:5]:
@@ -227,8 +274,11 @@ def test_state_dict_round_trip(kind: str) -> None:
             assert torch.equal(value, resumed.state[resumed_param][name]), name
 
 
-@pytest.mark.parametrize("kind", list(OPTIMIZERS))
-def test_member_state_continues_like_the_member(kind: str) -> None:
+@pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
+def test_member_state_continues_like_the_member(
+    kind: str, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_path(monkeypatch, fused)
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial, "cosine")
     for step_grads in grads[:5]:
@@ -381,7 +431,9 @@ def test_cuda_load_from_cpu_and_no_host_sync(kind: str, schedule: str) -> None:
         torch.testing.assert_close(cuda_param.cpu(), param, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("kind", "schedule"), [("rmsprop", "onecycle"), ("sgd", "none")])
+@pytest.mark.parametrize(
+    ("kind", "schedule"), [("rmsprop", "onecycle"), ("sgd", "none"), ("adamw", "onecycle")]
+)
 def test_deepcopy_continues_alike(kind: str, schedule: str) -> None:
     initial, grads = random_run(steps=6)
     params, optimizer = stacked(kind, initial, schedule)
@@ -390,6 +442,7 @@ def test_deepcopy_continues_alike(kind: str, schedule: str) -> None:
     optimizer.active[2] = False
     twin = copy.deepcopy(optimizer)
     twin_params = twin.param_groups[0]["params"]
+    assert type(twin._fast) is type(optimizer._fast) or kind == "sgd"  # sgd: from its next step
     assert twin.active.tolist() == [True, True, False]
     for step_grads in grads[3:]:
         step(params, optimizer, step_grads)
@@ -398,11 +451,12 @@ def test_deepcopy_continues_alike(kind: str, schedule: str) -> None:
         assert torch.equal(param, twin_param)
 
 
-def test_step_losses_freeze_the_members_whose_loss_is_not_finite() -> None:
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_step_losses_freeze_the_members_whose_loss_is_not_finite(kind: str) -> None:
     """step(losses=...) is ``active &= isfinite(losses)`` then the step."""
     initial, grads = random_run(steps=6)
-    params, optimizer = stacked("sgd", initial)
-    manual_params, manual = stacked("sgd", initial)
+    params, optimizer = stacked(kind, initial)
+    manual_params, manual = stacked(kind, initial)
     nan, inf = float("nan"), float("inf")
     schedule = [[1.0, 2.0, 3.0], [1.0, nan, 3.0], [1.0, 2.0, 3.0], [-inf, 2.0, 3.0]]
     for index, step_grads in enumerate(grads):
@@ -437,10 +491,11 @@ def test_step_zeroes_the_frozen_members_gradients_only() -> None:
         assert torch.equal(param[1], start[1])
 
 
-def test_step_hooks_and_profiler_still_run() -> None:
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+def test_step_hooks_and_profiler_still_run(kind: str) -> None:
     """step() skips torch's step wrapper only when it would do nothing."""
     initial, grads = random_run(steps=4)
-    params, optimizer = stacked("sgd", initial)
+    params, optimizer = stacked(kind, initial)
     calls = []
     handles = [
         optimizer.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre")),
@@ -482,3 +537,207 @@ def test_load_state_dict_after_fast_steps() -> None:
         step(other_params, other, step_grads)
     for param, other_param in zip(params, other_params, strict=True):
         assert torch.equal(param, other_param)
+
+
+# The fused path (Adam and AdamW by torch's fused kernel, once per member).
+
+
+def torch_fused_reference(kind: str, schedule: str, initial: list[torch.Tensor], member: int):
+    """Member ``member`` alone: torch.optim's fused optimizer (the same kernel) and scheduler."""
+    params = [tensor[member].clone().requires_grad_() for tensor in initial]
+    arguments = {"lr": LRS[kind][member], "weight_decay": WEIGHT_DECAYS[member]}
+    optimizer = getattr(torch.optim, OPTIMIZERS[kind].torch_name)(params, fused=True, **arguments)
+    scheduler = None
+    if schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=LRS[kind][member], total_steps=STEPS, pct_start=0.15
+        )
+    elif schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=STEPS)
+    return params, optimizer, scheduler
+
+
+@pytest.mark.parametrize("kind", FUSED_KINDS)
+def test_fused_path_is_taken_on_cpu(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adam(W) on a CPU: one fused kernel call per member and step, the general path never."""
+    initial, grads = random_run(steps=4)
+    params, optimizer = stacked(kind, initial, "onecycle")
+    assert isinstance(optimizer._fast, _FusedAdam)
+
+    def general_path(self: StackedOptimizer) -> None:
+        raise AssertionError("the general path ran")
+
+    monkeypatch.setattr(StackedOptimizer, "_update", general_path)
+    step(params, optimizer, grads[0])
+    optimizer.step(losses=torch.tensor([1.0, float("nan"), 2.0]))
+    with torch.autograd.profiler.profile() as profile:
+        step(params, optimizer, grads[2])
+        step(params, optimizer, grads[3])
+    calls = [event.name for event in profile.function_events]
+    assert calls.count(f"aten::{OPTIMIZERS[kind].fused}") == 2 * K
+    assert optimizer.param_groups[0]["schedule_step"] == 4
+    assert optimizer.active.tolist() == [True, False, True]
+    assert all(state["step"].tolist() == [4.0, 1.0, 4.0] for state in optimizer.state.values())
+
+
+@pytest.mark.parametrize("schedule", SCHEDULERS)
+@pytest.mark.parametrize("kind", FUSED_KINDS)
+def test_fused_matches_torch_fused_per_member(kind: str, schedule: str) -> None:
+    """Member k of the stack is torch.optim.<Kind>(fused=True) on member k alone: the same
+    kernel call on the same values. Bit-for-bit without a schedule (measured: with them too;
+    a schedule's lr may differ from torch's scheduler's in the last bit of a float64)."""
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial, schedule)
+    references = [torch_fused_reference(kind, schedule, initial, k) for k in range(K)]
+    for step_grads in grads:
+        step(params, optimizer, step_grads)
+        for k, (member_params, member_optimizer, scheduler) in enumerate(references):
+            step(member_params, member_optimizer, [grad[k] for grad in step_grads])
+            if scheduler is not None:
+                scheduler.step()
+    tolerance = {"rtol": 0.0, "atol": 0.0} if schedule == "none" else TOLERANCE
+    for k, (member_params, member_optimizer, _) in enumerate(references):
+        for param, member_param in zip(params, member_params, strict=True):
+            torch.testing.assert_close(param[k], member_param, **tolerance)
+            for name, value in member_optimizer.state[member_param].items():
+                ours = optimizer.state[param][name][k]
+                torch.testing.assert_close(ours, value.to(ours.dtype), **tolerance)
+
+
+@pytest.mark.parametrize("kind", FUSED_KINDS)
+def test_fused_frozen_member_is_skipped_bit_for_bit(kind: str) -> None:
+    """found_inf skips a frozen member entirely: its parameters, state, step counter and even
+    its (NaN) gradients stay bit-for-bit, also with a state that is no longer finite and
+    eps == 0 (which the general path's masking cannot promise), and the others run on as in
+    an unmasked stack."""
+    initial, grads = random_run(steps=8)
+    params, optimizer = stacked(kind, initial, "onecycle", eps=0.0)
+    free_params, free = stacked(kind, initial, "onecycle", eps=0.0)
+    for step_grads in grads[:3]:
+        step(params, optimizer, step_grads)
+        step(free_params, free, step_grads)
+    optimizer.active[1] = False
+    for param in params:
+        optimizer.state[param]["exp_avg_sq"][1].view(-1)[0] = float("inf")
+    frozen = [param[1].clone() for param in params]
+    frozen_state = [
+        {name: value[1].clone() for name, value in optimizer.state[param].items()}
+        for param in params
+    ]
+    for step_grads in grads[3:]:
+        for param, grad in zip(params, step_grads, strict=True):
+            param.grad = grad.clone()
+            param.grad[1] = float("nan")
+        optimizer.step()
+        for param in params:
+            assert param.grad[1].isnan().all()  # not even read
+        step(free_params, free, step_grads)
+    for i, (param, free_param) in enumerate(zip(params, free_params, strict=True)):
+        assert torch.equal(param[1], frozen[i])
+        for name, value in optimizer.state[param].items():
+            assert torch.equal(value[1], frozen_state[i][name]), name
+        for k in (0, 2):
+            assert torch.equal(param[k], free_param[k])
+            for name, value in optimizer.state[param].items():
+                assert torch.equal(value[k], free.state[free_param][name][k]), name
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("kind", FUSED_KINDS)
+def test_fused_stack_member_equals_member_alone(kind: str, threads: int) -> None:
+    """A member of a stack and a stack of one with its hyper-parameters, from the start,
+    through a schedule, a freeze and a thaw: bit-for-bit alike at every step. With 2 threads
+    the CPU kernel splits every tensor in two; the sizes are odd, so that each part has a
+    vectorised body and a scalar tail."""
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(1)
+    shapes = ((K, 37, 29), (K, 37))
+    initial = [torch.randn(shape, generator=generator) for shape in shapes]
+    grads = [[torch.randn(shape, generator=generator) for shape in shapes] for _ in range(12)]
+    params, optimizer = stacked(kind, initial, "onecycle")
+    alone = []
+    for k in range(K):
+        member_params = [tensor[k : k + 1].clone().requires_grad_() for tensor in initial]
+        member_optimizer = StackedOptimizer(
+            member_params,
+            kind,
+            LRS[kind][k : k + 1],
+            MOMENTA[k : k + 1],
+            WEIGHT_DECAYS[k : k + 1],
+            schedule="onecycle",
+            total_steps=STEPS,
+        )
+        alone.append((member_params, member_optimizer))
+    for index, step_grads in enumerate(grads):
+        active = [not (4 <= index < 8 and k == 2) for k in range(K)]
+        optimizer.active.copy_(torch.tensor(active))
+        step(params, optimizer, step_grads)
+        for k, (member_params, member_optimizer) in enumerate(alone):
+            member_optimizer.active.fill_(active[k])
+            step(member_params, member_optimizer, [grad[k : k + 1] for grad in step_grads])
+            for param, member_param in zip(params, member_params, strict=True):
+                assert torch.equal(param[k : k + 1], member_param)
+                for name, value in optimizer.state[param].items():
+                    ours = value[k : k + 1]
+                    assert torch.equal(ours, member_optimizer.state[member_param][name]), name
+
+
+def test_fused_path_declines_non_contiguous_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-contiguous gradient sends the step to the general path, on the same state."""
+    initial, grads = random_run()
+    params, optimizer = stacked("adamw", initial, "cosine")
+    references = [torch_reference("adamw", "cosine", initial, k) for k in range(K)]
+    general_steps = []
+    general = StackedOptimizer._update
+
+    def counted(self: StackedOptimizer) -> None:
+        general_steps.append(self.param_groups[0]["schedule_step"])
+        general(self)
+
+    monkeypatch.setattr(StackedOptimizer, "_update", counted)
+    for index, step_grads in enumerate(grads):
+        if index % 3 == 1:  # the same values, laid out transposed
+            weight = step_grads[0].transpose(1, 2).contiguous().transpose(1, 2)
+            assert not weight.is_contiguous()
+            step_grads = [weight, *step_grads[1:]]
+        step(params, optimizer, step_grads)
+        for k, (member_params, member_optimizer, scheduler) in enumerate(references):
+            step(member_params, member_optimizer, [grad[k] for grad in step_grads])
+            scheduler.step()
+    assert general_steps == list(range(1, STEPS, 3))
+    for k, (member_params, member_optimizer, _) in enumerate(references):
+        for param, member_param in zip(params, member_params, strict=True):
+            torch.testing.assert_close(param[k], member_param, **TOLERANCE)
+            for name, value in member_optimizer.state[member_param].items():
+                ours = optimizer.state[param][name][k]
+                torch.testing.assert_close(ours, value.to(ours.dtype), **TOLERANCE)
+
+
+@pytest.mark.parametrize("missing", ["absent", "refusing"])
+def test_general_path_where_the_fused_kernel_does_not_run(
+    missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a fused kernel for the device and dtype (none in torch, or one that raises),
+    Adam(W) take the general path."""
+    monkeypatch.setattr(optimizers_module, "_FUSED_KERNELS", {})
+    if missing == "absent":
+        monkeypatch.delattr(torch, "_fused_adamw_")
+    else:
+
+        def refuse(*args, **kwargs) -> None:
+            raise RuntimeError("_fused_adamw_ is not implemented for this device")
+
+        monkeypatch.setattr(torch, "_fused_adamw_", refuse)
+    initial, grads = random_run(steps=5)
+    params, optimizer = stacked("adamw", initial, "onecycle")
+    assert optimizer._fast is None
+    for step_grads in grads:
+        step(params, optimizer, step_grads)
+    monkeypatch.undo()  # torch's kernel back: the general path by choice
+    use_path(monkeypatch, False)
+    general_params, general = stacked("adamw", initial, "onecycle")
+    assert general._fast is None
+    for step_grads in grads:
+        step(general_params, general, step_grads)
+    for param, general_param in zip(params, general_params, strict=True):
+        assert torch.equal(param, general_param)

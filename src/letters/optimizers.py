@@ -4,7 +4,9 @@ Every parameter of a stack carries a leading member dimension K (a weight is ``[
 a bias ``[K, out]``), and member k's slice is that member's tensor. ``StackedOptimizer``
 updates all K members with one set of tensor ops per step; member k's update is, up to float
 rounding, what ``torch.optim.<Kind>`` (its single-tensor implementation, torch 2.x) does for
-that member alone with that member's lr, momentum and weight decay. Its learning-rate (and
+that member alone with that member's lr, momentum and weight decay. Adam and AdamW instead
+take torch's fused kernel where it runs (see "Fused Adam" below): member k's update is then
+what ``torch.optim.<Kind>(fused=True)`` does for that member alone. Its learning-rate (and
 momentum) schedule lives inside it: ``schedule_factors`` holds torch's OneCycleLR and
 CosineAnnealingLR formulas once.
 
@@ -22,9 +24,9 @@ parameter plus a few ``[K]``-sized ones, and no host sync:
   multiplication of its bits by 1 (active) or 0 (frozen): a select, so NaN/inf cannot leak
   through (a float multiplication by 0 would let them), as fast as a float multiplication
   (``torch.where`` with a broadcast condition is several times slower on a CPU). Where the
-  update only reads the gradient (sgd, adam, adamw, adadelta) and there is no weight decay to
-  add to it, this is done in place: ``step()`` leaves the frozen members' slices of ``p.grad``
-  +0.0 (the active members' are untouched);
+  update only reads the gradient (sgd, adam and adamw off the fused path, adadelta) and there
+  is no weight decay to add to it, this is done in place: ``step()`` leaves the frozen
+  members' slices of ``p.grad`` +0.0 (the active members' are untouched);
 - every decay factor of the state (momentum, beta2, alpha, rho) is ``where(active, factor,
   1)``, lerp's weight (Adam's 1 - beta1) and every step size ``where(active, value, 0)``, and
   step counters advance by ``active``. So a frozen member's state s becomes ``s * 1 + 0 = s``
@@ -37,6 +39,33 @@ parameter plus a few ``[K]``-sized ones, and no host sync:
 
 ``step(losses=...)`` folds the usual ``active &= isfinite(losses)`` into the step.
 
+Fused Adam. Adam and AdamW take ``_FusedAdam`` when torch has a fused kernel
+(``torch._fused_adam_`` / ``torch._fused_adamw_``, what ``torch.optim.Adam(W)(fused=True)``
+calls) that runs for the parameters' device and dtype (tried once on a one-element step; CPU
+float16 to float64, CUDA, ...): one kernel call per member, on that member's slices of the
+parameters, gradients, ``exp_avg``, ``exp_avg_sq`` and step counters (0-dim views of the
+stack's tensors, so the state layout is the general path's), with the member's lr (this
+step's scheduled one, a Python float computed on the host from the param group exactly as the
+general path computes it in float64), beta1 (the schedule's cycled one under onecycle), its
+weight decay, and its frozen flag as ``found_inf`` (a 0-dim float32 view on the device, 1.0
+when the member is frozen). On ``found_inf == 1`` the kernel returns before touching anything,
+on the device, so a frozen member's parameters, state and gradients stay bit-for-bit as they
+are (even a non-finite state or eps == 0), and the step counters advance by ``active`` before
+the calls, as torch's add-1-then-subtract-found_inf does, with no host sync.
+
+A member of a stack gets the same kernel call on the same values as that member alone (a
+stack of one, or torch's fused=True per member), hence bit-for-bit its results (given the
+same number of CPU threads: the CPU kernel splits each tensor between them). The fused kernel
+rounds differently from the single-tensor ops of the general path (one pass per element, its
+own order of operations), by a few ulps: at most 1.5e-8 after 25 steps in the tests (torch
+2.14, CPU). It costs K kernel calls per step where torch's fused=True makes one, and on a CPU
+one parallel region per member and parameter. The fast path declines a step (the general
+path, which keeps the same state, takes it) where a gradient is sparse or of another dtype, a
+parameter, gradient or state tensor is not contiguous, or no parameter has a gradient; the
+settings it could not do (amsgrad, maximize, capturable, differentiable) ``StackedOptimizer``
+refuses anyway. ``StackedOptimizer.fused = False`` (a class attribute) turns it off for the
+optimizers built, loaded or copied afterwards.
+
 Per call. Unless a step hook is registered or a profiler runs, ``step()`` skips torch's
 Optimizer.step wrapper (a profiler record and the hook loops), and ``zero_grad()`` torch's
 profiler record. SGD without a schedule takes a fast path from its second step on
@@ -45,9 +74,9 @@ the param group's list, the parameters' device and dtype stay, every parameter h
 gradient, and the state is replaced only through ``load_state_dict``.
 
 An active member computes exactly what it would without the mask (the selects give it its own
-values, and nothing else changes). The freeze is bit-for-bit as long as the frozen member's
-state is finite, which it is when a member is frozen at its first non-finite loss or gradient
-(a state already inf would give ``inf * 0`` = NaN).
+values, and nothing else changes). On the general path the freeze is bit-for-bit as long as the
+frozen member's state is finite, which it is when a member is frozen at its first non-finite
+loss or gradient (a state already inf would give ``inf * 0`` = NaN).
 """
 
 from __future__ import annotations
@@ -458,6 +487,9 @@ class OptimizerKind:
     # Whether its per-step coefficients depend on the step count (Adam's bias corrections,
     # Adagrad's lr decay); those that do not are built once when no schedule changes them.
     counts_steps: bool = True
+    # The name of torch's fused kernel of the kind (torch._fused_adam_, torch._fused_adamw_),
+    # which ``_FusedAdam`` calls once per member where it runs; None: no fast path.
+    fused: str | None = None
 
     @property
     def cycled(self) -> str | None:
@@ -494,6 +526,7 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
         functools.partial(_adam_update, decoupled=False),
         MappingProxyType({"betas": (0.9, 0.999), "eps": 1e-8}),
         _fixed(amsgrad=False, capturable=False, fused=(None, False), decoupled_weight_decay=False),
+        fused="_fused_adam_",
     ),
     "adamw": OptimizerKind(
         "AdamW",
@@ -502,6 +535,7 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
         functools.partial(_adam_update, decoupled=True),
         MappingProxyType({"betas": (0.9, 0.999), "eps": 1e-8}),
         _fixed(amsgrad=False, capturable=False, fused=(None, False)),
+        fused="_fused_adamw_",
     ),
     "adagrad": OptimizerKind(
         "Adagrad",
@@ -651,6 +685,164 @@ class _FastSGD:
         return True
 
 
+# (kernel name, device, dtype) -> torch's fused kernel, or None where it does not run.
+_FUSED_KERNELS: dict[tuple[str, torch.device, torch.dtype], Callable[..., Any] | None] = {}
+
+
+def _fused_kernel(name: str, device: torch.device, dtype: torch.dtype) -> Callable[..., Any] | None:
+    """torch's fused kernel ``torch.<name>`` for parameters of this device and dtype, or None
+    where this torch has none or it refuses them: tried once on a one-element step (with the
+    0-dim views and the ``found_inf`` the fast path passes), then remembered."""
+    key = (name, device, dtype)
+    if key not in _FUSED_KERNELS:
+        kernel = getattr(torch, name, None)
+        if kernel is not None:
+            tensors = torch.zeros((4, 1, 1), dtype=dtype, device=device).unbind(0)
+            steps = torch.ones((2, 1), dtype=torch.float32, device=device)
+            try:
+                with torch.no_grad():
+                    kernel(
+                        *([tensor[0]] for tensor in tensors),
+                        [],
+                        [steps[0, 0]],
+                        amsgrad=False,
+                        lr=1e-3,
+                        beta1=0.9,
+                        beta2=0.999,
+                        weight_decay=0.1,
+                        eps=1e-8,
+                        maximize=False,
+                        grad_scale=None,
+                        found_inf=steps[1, 0] - 1,
+                    )
+            except (RuntimeError, NotImplementedError, TypeError):
+                kernel = None
+        _FUSED_KERNELS[key] = kernel
+    return _FUSED_KERNELS[key]
+
+
+class _FusedAdam:
+    """Adam and AdamW by torch's fused kernel (see the module docstring): once per member, on
+    the member's slices of the parameters, gradients and state, with the member's lr and
+    weight decay, and its frozen flag as ``found_inf`` (the kernel then returns at once).
+
+    ``run`` declines (returns False, nothing done) where the general path must take the step:
+    the parameters' device or dtype changed (the general path rebuilds), no parameter has a
+    gradient, or a gradient is sparse or of another dtype, or a parameter, its gradient or its
+    state is not contiguous (the kernel walks a member's slices as flat memory). The members'
+    views of a parameter's state are made once and kept while its state tensors are the same
+    objects (``load_state_dict`` replaces them, and rebuilds this object besides).
+    """
+
+    def __init__(self, optimizer: StackedOptimizer, kernel: Callable[..., Any]) -> None:
+        group = optimizer.param_groups[0]
+        p = group["params"][0]
+        self.kernel = kernel
+        self.device, self.dtype = p.device, p.dtype
+        # The general path's values (``_refresh`` builds both from the param group).
+        self.lrs = [float(v) for v in group["lr"]]
+        self.weight_decays = [float(v) for v in group["weight_decay"]]
+        settings = optimizer._settings
+        self.beta1, self.beta2 = settings["betas"]
+        self.eps = settings["eps"]
+        members = len(self.lrs)
+        # Row 0: 1.0 for the active members (the step counters' increment); row 1: 1.0 for the
+        # frozen ones (found_inf: the kernel skips the member), as 0-dim views, one per member.
+        self.flags = torch.empty((2, members), dtype=torch.float32, device=p.device)
+        self.found_inf = self.flags[1].unbind(0)
+        # Per parameter of the group: (exp_avg, exp_avg_sq, step, their per-member views).
+        self.state_views: list[tuple[Tensor, ...] | None] = [None] * len(group["params"])
+
+    def run(self, optimizer: StackedOptimizer) -> bool:
+        """One step, or False (nothing done) where the fast path does not hold."""
+        group = optimizer.param_groups[0]
+        all_params = group["params"]
+        p = all_params[0]
+        if p.device != self.device or p.dtype != self.dtype:
+            return False
+        if len(all_params) != len(self.state_views):
+            self.state_views = [None] * len(all_params)
+        state_of = optimizer.state
+        dtype = self.dtype
+        params, grads, state_views = [], [], []
+        for i, param in enumerate(all_params):
+            state = state_of[param]
+            if not state:  # as the general path: state for every parameter
+                optimizer._init_state(param, state)
+            grad = param.grad
+            if grad is None:
+                continue
+            if (
+                grad.is_sparse
+                or grad.dtype != dtype
+                or not grad.is_contiguous()
+                or not param.is_contiguous()
+            ):
+                return False
+            exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
+            views = self.state_views[i]
+            if (
+                views is None
+                or views[0] is not exp_avg
+                or views[1] is not exp_avg_sq
+                or views[2] is not step
+            ):
+                if not (exp_avg.is_contiguous() and exp_avg_sq.is_contiguous()):
+                    return False
+                views = (
+                    exp_avg,
+                    exp_avg_sq,
+                    step,
+                    exp_avg.unbind(0),
+                    exp_avg_sq.unbind(0),
+                    step.unbind(0),
+                )
+                self.state_views[i] = views
+            params.append(param)
+            grads.append(grad)
+            state_views.append(views)
+        if not params:
+            return False
+        index = group["schedule_step"]
+        factor, cycled = schedule_factors(group["schedule"], index, group["total_steps"])
+        group["schedule_step"] = index + 1
+        active = optimizer.active
+        flags = self.flags
+        flags[0].copy_(active)
+        torch.logical_not(active, out=flags[1])
+        torch._foreach_add_([views[2] for views in state_views], [flags[0]] * len(params))
+        beta1 = self.beta1 if cycled is None else cycled
+        kernel = self.kernel
+        # Each list's tensors, as their K per-member views.
+        columns = (
+            [param.unbind(0) for param in params],
+            [grad.unbind(0) for grad in grads],
+            *([views[i] for views in state_views] for i in (3, 4, 5)),
+        )
+        for k, found_inf in enumerate(self.found_inf):
+            member_params, member_grads, exp_avgs, exp_avg_sqs, steps = (
+                [tensors[k] for tensors in column] for column in columns
+            )
+            kernel(
+                member_params,
+                member_grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=self.lrs[k] * factor,  # the general path's lr (float64) at this step, exactly
+                beta1=beta1,
+                beta2=self.beta2,
+                weight_decay=self.weight_decays[k],
+                eps=self.eps,
+                maximize=False,
+                grad_scale=None,
+                found_inf=found_inf,
+            )
+        return True
+
+
 class StackedOptimizer(torch.optim.Optimizer):
     """One torch.optim-kind optimizer for a stack of K members (see the module docstring).
 
@@ -659,7 +851,12 @@ class StackedOptimizer(torch.optim.Optimizer):
     by all members. ``schedule`` ("none", "onecycle", "cosine") scales each member's lr at
     optimizer step i by ``schedule_factors(schedule, i, total_steps)``; the step count is
     ``param_groups[0]["schedule_step"]``. ``active`` (bool [K]) freezes members that are False.
+
+    ``fused`` (a class attribute, True): whether Adam and AdamW take torch's fused kernel where
+    it runs (``_FusedAdam``); set it False before building one to take the general path.
     """
+
+    fused: bool = True
 
     def __init__(
         self,
@@ -750,7 +947,11 @@ class StackedOptimizer(torch.optim.Optimizer):
         self._keep_views = _member_views(self._keep, self._ndims)
         self._workspaces: dict[tuple[tuple[str, bool, float], ...], _Workspace] = {}
         self._static_rows: dict[tuple[tuple[str, float], ...], tuple[_Workspace, Tensor]] = {}
-        self._fast: _FastSGD | None = None
+        self._fast: _FastSGD | _FusedAdam | None = None
+        if self.kind.fused is not None and self.fused:
+            kernel = _fused_kernel(self.kind.fused, p.device, p.dtype)
+            if kernel is not None:
+                self._fast = _FusedAdam(self, kernel)
 
     def _workspace(self, layout: tuple[tuple[str, bool, float], ...]) -> _Workspace:
         workspace = self._workspaces.get(layout)
