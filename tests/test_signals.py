@@ -207,3 +207,25 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
     uninterrupted = json.loads((single / "metrics.json").read_text())
     for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
         assert requeued[key] == uninterrupted[key], key
+
+
+def test_sigterm_during_pretraining_says_nothing_can_be_continued_yet(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    pretraining = [
+        "pretrain=synthetic",
+        "pretrain.epochs=100000",
+        "pretrain.data.train_per_class=4",
+        "pretrain.data.validation_per_class=1",
+        "pretrain.data.test_per_class=1",
+        "pretrain.data.image_size=40",
+    ]
+    args = [*data_args(list_dataset), *LONG, *pretraining]
+    result = start_and_signal(args, tmp_path, signal.SIGTERM)
+    assert result.returncode == 143, result.stdout
+    assert "during pre-training; no checkpoint yet: run the command again" in result.stdout
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["resume"] is None
+    assert record["epochs_completed"] == 0
+    assert not (run / "checkpoints" / "last.ckpt").exists()

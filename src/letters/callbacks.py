@@ -171,8 +171,9 @@ class StepProgressBar(ProgressBar):
     those each epoch's end has already brought to the host.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, phase: str = "Epoch") -> None:
         super().__init__()
+        self.phase = phase  # what the bar calls an epoch: "Pre-training epoch" before the data
         self.enabled = True
         self.bar: Any = None
         self._redirect: Any = None
@@ -206,7 +207,9 @@ class StepProgressBar(ProgressBar):
         runs = pl_module.stack_size
         stack = f" ({runs} runs)" if runs > 1 else ""
         self.bar.reset(total=pl_module.steps_per_epoch)
-        self.bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}{stack}")
+        self.bar.set_description(
+            f"{self.phase} {trainer.current_epoch + 1}/{trainer.max_epochs}{stack}"
+        )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *_

@@ -448,7 +448,7 @@ def pretrain(stack: Stack) -> None:
         **settings,
         logger=False,
         enable_checkpointing=False,
-        callbacks=[stack.stopper] + ([StepProgressBar()] if progress else []),
+        callbacks=[stack.stopper] + ([StepProgressBar("Pre-training epoch")] if progress else []),
         default_root_dir=stack.jobs[0].run_dir,
     )
     started = time.perf_counter()
