@@ -119,3 +119,35 @@ def test_best_experiment_runs_end_to_end(list_dataset: Path, tmp_path: Path, cac
     assert metrics["status"] == "finished" and params["optimizer"] == "adamw"
     assert params["augment"] == "photo" and params["scheduler"] == "onecycle"
     assert params["hidden_sizes"] == "1024,512" and params["test_time_polarity"] is True
+
+
+def test_best_ensemble_experiment_runs_end_to_end(
+    list_dataset: Path, tmp_path: Path, cache_dir
+) -> None:
+    """The recipe's every part on tiny data: pre-training, members, test-time views."""
+    tiny_pretraining = [
+        "pretrain.epochs=1",
+        "pretrain.data.train_per_class=2",
+        "pretrain.data.validation_per_class=1",
+        "pretrain.data.test_per_class=1",
+        "pretrain.data.image_size=40",
+    ]
+    run_cli(
+        "train",
+        "experiment=best_ensemble",
+        "data=list",
+        f"data.root={list_dataset}",
+        "epochs=1",
+        "ensemble=2",
+        *tiny_pretraining,
+        "pictures=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    params = metrics["params"]
+    assert metrics["status"] == "finished" and metrics["ensemble"] == 2
+    assert params["pretrain"] == "synthetic x1" and params["test_time_shift"] == 2
+    assert [member["status"] for member in metrics["members"]] == ["finished", "finished"]
+    result = run_cli("test", f"ckpt={tmp_path}/run/checkpoints/best.ckpt", cwd=tmp_path)
+    assert f"test accuracy {100 * metrics['test_acc']:.2f}%" in result.stdout
