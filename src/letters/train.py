@@ -375,6 +375,21 @@ def build(jobs: list[Job]) -> Stack:
     model.member_trackers = trackers
     checkpoints = MemberCheckpoints([job.run_dir for job in jobs])
     stopper = GracefulStop()
+    settings = trainer_settings(cfg)
+    trainer = pl.Trainer(
+        **settings,
+        logger=False,  # each member logs to its own trackers (LetterClassifier.log_member)
+        enable_checkpointing=False,  # each member's checkpoints: MemberCheckpoints
+        callbacks=[ValidateLastEpoch(), checkpoints, stopper]
+        + ([StepProgressBar()] if settings["enable_progress_bar"] else []),
+        default_root_dir=jobs[0].run_dir,
+    )
+    return Stack(jobs, data, model, trainer, checkpoints, trackers, started, stopper, pretrain_data)
+
+
+def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The Trainer's arguments from the ``trainer`` group, with what letters decides itself:
+    the progress bar and, under SLURM, who requeues."""
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     if settings.get("enable_progress_bar") is None:  # a terminal, and no other job beside
         from letters.threads import runs_beside_others
@@ -386,15 +401,7 @@ def build(jobs: list[Job]) -> Stack:
         # One requeue mechanism: submitit's (GracefulStop), which saves every member and
         # records each run; Lightning's own would write a checkpoint of the whole stack.
         settings["plugins"] = [SLURMEnvironment(auto_requeue=False)]
-    trainer = pl.Trainer(
-        **settings,
-        logger=False,  # each member logs to its own trackers (LetterClassifier.log_member)
-        enable_checkpointing=False,  # each member's checkpoints: MemberCheckpoints
-        callbacks=[ValidateLastEpoch(), checkpoints, stopper]
-        + ([StepProgressBar()] if settings["enable_progress_bar"] else []),
-        default_root_dir=jobs[0].run_dir,
-    )
-    return Stack(jobs, data, model, trainer, checkpoints, trackers, started, stopper, pretrain_data)
+    return settings
 
 
 def fit(stack: Stack) -> None:
@@ -440,10 +447,9 @@ def pretrain(stack: Stack) -> None:
     cfg, model = stack.jobs[0].cfg, stack.model
     epochs = int(cfg.pretrain.epochs)
     log.info("pre-training: %d epochs of %s", epochs, stack.pretrain_data.name)
-    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    settings = trainer_settings(cfg)
     settings.update(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0)
-    progress = stack.trainer.progress_bar_callback is not None
-    settings["enable_progress_bar"] = progress
+    progress = settings["enable_progress_bar"]
     trainer = pl.Trainer(
         **settings,
         logger=False,
@@ -475,6 +481,7 @@ def pretrain(stack: Stack) -> None:
             "-" if loss is None else f"{loss:.4f}",
             extra={"member": member},
         )
+    stack.pretrain_data = None  # its tensors are not needed again (on a GPU, its memory)
     if stack.stopper.signal is not None:
         record_interrupted_pretraining(stack)
 
