@@ -229,3 +229,37 @@ def test_sigterm_during_pretraining_says_nothing_can_be_continued_yet(
     assert record["status"] == "interrupted" and record["resume"] is None
     assert record["epochs_completed"] == 0
     assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_an_interrupted_ensemble_continues_as_a_whole_and_is_joined_again(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    result = start_and_signal(
+        [*data_args(list_dataset), *LONG, "ensemble=2"], tmp_path, signal.SIGTERM
+    )
+    assert result.returncode == 143, result.stdout
+    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    command = f"python -m letters.train resume={run.relative_to(tmp_path)}"
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and record["resume"] == command
+    done = record["epochs_completed"]
+    for member in ("0", "1"):
+        member_record = json.loads((run / "members" / member / "metrics.json").read_text())
+        assert member_record["resume"] == command
+    # The command it gives continues both members from their last.ckpt, then joins them.
+    output = run_cli(
+        "train", f"resume={run.relative_to(tmp_path)}", f"epochs={done + 2}", cwd=tmp_path
+    )
+    assert "2 members from their last.ckpt" in output.stdout + output.stderr
+    record = json.loads((run / "metrics.json").read_text())
+    assert record["status"] == "finished" and record["ensemble"] == 2
+    assert [m["epochs_completed"] for m in record["members"]] == [done + 2] * 2
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    # Asked again, nothing is left to train: only the join is redone, with the same result.
+    again = run_cli(
+        "train", f"resume={run.relative_to(tmp_path)}", f"epochs={done + 2}", cwd=tmp_path
+    )
+    assert "0 members from their last.ckpt, 0 from the start, 2 finished before" in (
+        again.stdout + again.stderr
+    )
+    assert json.loads((run / "metrics.json").read_text())["test_acc"] == record["test_acc"]

@@ -12,6 +12,7 @@ import logging
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -92,7 +93,10 @@ def continue_sweep_job(
 
             log.info("%s: %s before; not run again", run_dir, status)
             return FAILED_SCORE
-    if (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file():
+    continuable = (run_dir / "checkpoints" / "last.ckpt").is_file() or (
+        run_dir / "members"
+    ).is_dir()
+    if continuable and (run_dir / "config.yaml").is_file():
         cfg.resume = str(run_dir)
         epochs = [o for o in task_overrides if o.startswith("epochs=")]
         return resumed_config(cfg, run_dir, epochs)
@@ -113,14 +117,29 @@ def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
             f"change (got {' '.join(others)})"
         )
     saved = run_dir / "config.yaml"
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    if Path(cfg.resume).suffix == ".ckpt":
-        checkpoint = Path(cfg.resume)
-    for path in (saved, checkpoint):
-        if not path.is_file():
-            raise LettersError(f"{path}: not found, so {cfg.resume} cannot be resumed")
+    resumed = read_run_config(saved, cfg.resume)
+    # An ensemble run (ensemble=K) has no checkpoint to continue from: each of its members
+    # continues from its own (train.continue_ensemble), then they are joined again.
+    checkpoint = run_dir / ("members" if int(resumed.get("ensemble") or 1) > 1 else "checkpoints")
+    if checkpoint.name == "checkpoints":
+        checkpoint = checkpoint / "last.ckpt"
+        if Path(cfg.resume).suffix == ".ckpt":
+            checkpoint = Path(cfg.resume)
+    if not checkpoint.exists():
+        raise LettersError(f"{checkpoint}: not found, so {cfg.resume} cannot be resumed")
+    resumed.resume = str(checkpoint.parent if checkpoint.name == "members" else checkpoint)
+    repoint_loggers(resumed, run_dir)
+    if any(o.startswith("epochs=") for o in task_overrides):
+        resumed.epochs = resumed.trainer.max_epochs = cfg.epochs
+    return resumed
+
+
+def read_run_config(saved: Path, resume: Any) -> DictConfig:
+    """A run's saved config.yaml, refusing what it may not instantiate (check_handed_over)."""
     from letters.config import check_handed_over
 
+    if not saved.is_file():
+        raise LettersError(f"{saved}: not found, so {resume} cannot be resumed")
     try:
         resumed = OmegaConf.load(saved)
     except Exception as error:  # not YAML, or YAML that is not a mapping
@@ -128,10 +147,6 @@ def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
     if not isinstance(resumed, DictConfig):
         raise LettersError(f"{saved}: not a letters run config (not a mapping)")
     check_handed_over(resumed, saved)
-    resumed.resume = str(checkpoint)
-    repoint_loggers(resumed, run_dir)
-    if any(o.startswith("epochs=") for o in task_overrides):
-        resumed.epochs = resumed.trainer.max_epochs = cfg.epochs
     return resumed
 
 

@@ -194,6 +194,8 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
     groups: list[list[int]] = []
     for job in jobs:
         size = int(job.cfg.get("ensemble") or 1)
+        if size > 1 and job.cfg.get("resume"):  # resume= never shares a stack (stack_key)
+            return [continue_ensemble(job, strict)]
         if size == 1:
             groups.append([len(members)])
             members.append(job)
@@ -216,6 +218,62 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
         else finish_ensemble(job, [members[i] for i in group], data, strict)
         for job, group in zip(jobs, groups, strict=True)
     ]
+
+
+def continue_ensemble(job: Job, strict: bool) -> float:
+    """``resume=RUN`` of an ensemble run: each member continues from its own last.ckpt (a
+    stack of one each: only those resume), members that never started train together, members
+    that finished are left as they are; then the members are joined again."""
+    from hydra.utils import instantiate
+
+    from letters.ensemble import member_config
+    from letters.resume import read_run_config
+
+    epochs = int(job.cfg.epochs)
+    members, resumed, fresh = [], [], []
+    for index in range(int(job.cfg.ensemble)):
+        member_dir = job.run_dir / "members" / str(index)
+        last = member_dir / "checkpoints" / "last.ckpt"
+        if last.is_file():
+            member_cfg = read_run_config(member_dir / "config.yaml", job.cfg.resume)
+            member_cfg.epochs = member_cfg.trainer.max_epochs = epochs
+            member = Job(member_cfg, member_dir, member_of=job.run_dir)
+            if not finished_member(member_dir, epochs):
+                member_cfg.resume = str(last)
+                resumed.append(member)
+        else:
+            member_dir.mkdir(parents=True, exist_ok=True)
+            member_cfg = member_config(job.cfg, job.run_dir, index, member_dir)
+            member_cfg.resume = None
+            member = Job(member_cfg, member_dir, member_of=job.run_dir)
+            fresh.append(member)
+        OmegaConf.save(member.cfg, member_dir / "config.yaml")
+        members.append(member)
+    log.info(
+        "continuing an ensemble of %d: %d members from their last.ckpt, %d from the start, "
+        "%d finished before",
+        len(members),
+        len(resumed),
+        len(fresh),
+        len(members) - len(resumed) - len(fresh),
+    )
+    data = None
+    for stack in [[member] for member in resumed] + ([fresh] if fresh else []):
+        _, data = train_stack(stack, strict=False)
+    if data is None:  # every member had finished: only the join is redone
+        data = instantiate(job.cfg.data).prepare()
+    return finish_ensemble(job, members, data, strict)
+
+
+def finished_member(member_dir: Path, epochs: int) -> bool:
+    """Whether a member's metrics.json says it finished ``epochs`` epochs."""
+    import json
+
+    try:
+        record = json.loads((member_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return record.get("status") == "finished" and record.get("epochs_completed") == epochs
 
 
 def finish_ensemble(job: Job, members: list[Job], data: Any, strict: bool) -> float:
@@ -496,6 +554,8 @@ def record_interrupted_pretraining(stack: Stack) -> None:
         record = member_record(stack, member, "interrupted")
         record.update(signal=stopped_by.name, epochs=job.cfg.epochs, resume=None)
         write_json(job.run_dir / "metrics.json", record)
+        if job.member_of is not None:  # nor can the ensemble: it starts again
+            write_json(job.member_of / "metrics.json", {"status": "interrupted", "resume": None})
         stack.trackers[member].finalize("interrupted")
         log.warning(
             "interrupted by %s during pre-training; no checkpoint yet: run the command again",
@@ -607,12 +667,19 @@ def record_interrupted(stack: Stack, stopped_by: Any) -> None:
     if stack.stopper.requeue:
         then = "submitit requeues the job, which continues from it by itself; by hand:"
     for member, job in enumerate(stack.jobs):
-        command = f"python -m letters.train resume={shown_path(job.run_dir)}"
+        # A member of an ensemble continues with the whole ensemble, which joins it again.
+        command = f"python -m letters.train resume={shown_path(job.member_of or job.run_dir)}"
         record = member_record(stack, member, "interrupted")
         record.update(signal=stopped_by.name, epochs=job.cfg.epochs, resume=command)
         if job_id is not None:
             record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
         write_json(job.run_dir / "metrics.json", record)
+        if job.member_of is not None:
+            ensemble = {key: record[key] for key in ("signal", "epochs", "resume")}
+            ensemble.update(status="interrupted", epochs_completed=record["epochs_completed"])
+            if job_id is not None:
+                ensemble["scheduler_job_id"] = job_id
+            write_json(job.member_of / "metrics.json", ensemble)
         stack.trackers[member].finalize("interrupted")
         log.warning(
             "interrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
