@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+from typing import Any
 
 import pytest
 import torch
@@ -122,6 +123,17 @@ def torch_reference(kind: str, schedule: str, initial: list[torch.Tensor], membe
     return params, optimizer, scheduler
 
 
+def step_beside(params: list, optimizer: Any, references: list, grads: list) -> None:
+    """Each step's gradients to the stack, and member k's to its reference (params,
+    optimizer, scheduler or None), step by step."""
+    for step_grads in grads:
+        step(params, optimizer, step_grads)
+        for k, (member_params, member_optimizer, scheduler) in enumerate(references):
+            step(member_params, member_optimizer, [grad[k] for grad in step_grads])
+            if scheduler is not None:
+                scheduler.step()
+
+
 @pytest.mark.parametrize("schedule", SCHEDULERS)
 @pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
 def test_matches_torch_per_member(
@@ -134,12 +146,7 @@ def test_matches_torch_per_member(
     params, optimizer = stacked(kind, initial, schedule)
     assert_path(optimizer, fused)
     references = [torch_reference(kind, schedule, initial, k) for k in range(K)]
-    for step_grads in grads:
-        step(params, optimizer, step_grads)
-        for k, (member_params, member_optimizer, scheduler) in enumerate(references):
-            step(member_params, member_optimizer, [grad[k] for grad in step_grads])
-            if scheduler is not None:
-                scheduler.step()
+    step_beside(params, optimizer, references, grads)
     assert optimizer.param_groups[0]["schedule_step"] == STEPS
     worst = 0.0
     for k, (member_params, member_optimizer, _) in enumerate(references):
@@ -215,14 +222,24 @@ def test_frozen_member_is_untouched_and_others_unaffected(
                 grad[1].view(-1)[0] = float("inf")
         step(params, optimizer, masked_grads)
         step(free_params, free_optimizer, step_grads)
+    assert_member_1_frozen_others_free(
+        params, optimizer, frozen_params, frozen_state, free_params, free_optimizer
+    )
+
+
+def assert_member_1_frozen_others_free(
+    params: list, optimizer: Any, frozen: list, frozen_state: list, free_params: list, free: Any
+) -> None:
+    """Member 1's parameters and state are exactly as they were frozen; members 0 and 2 are
+    exactly those of an optimizer that never froze anything."""
     for i, (param, free_param) in enumerate(zip(params, free_params, strict=True)):
-        assert torch.equal(param[1], frozen_params[i])
+        assert torch.equal(param[1], frozen[i])
         for name, value in optimizer.state[param].items():
             assert torch.equal(value[1], frozen_state[i][name]), name
         for k in (0, 2):
             assert torch.equal(param[k], free_param[k])
             for name, value in optimizer.state[param].items():
-                assert torch.equal(value[k], free_optimizer.state[free_param][name][k]), name
+                assert torch.equal(value[k], free.state[free_param][name][k]), name
 
 
 @pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
@@ -589,12 +606,7 @@ def test_fused_matches_torch_fused_per_member(kind: str, schedule: str) -> None:
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial, schedule)
     references = [torch_fused_reference(kind, schedule, initial, k) for k in range(K)]
-    for step_grads in grads:
-        step(params, optimizer, step_grads)
-        for k, (member_params, member_optimizer, scheduler) in enumerate(references):
-            step(member_params, member_optimizer, [grad[k] for grad in step_grads])
-            if scheduler is not None:
-                scheduler.step()
+    step_beside(params, optimizer, references, grads)
     tolerance = {"rtol": 0.0, "atol": 0.0} if schedule == "none" else TOLERANCE
     for k, (member_params, member_optimizer, _) in enumerate(references):
         for param, member_param in zip(params, member_params, strict=True):
@@ -632,14 +644,7 @@ def test_fused_frozen_member_is_skipped_bit_for_bit(kind: str) -> None:
         for param in params:
             assert param.grad[1].isnan().all()  # not even read
         step(free_params, free, step_grads)
-    for i, (param, free_param) in enumerate(zip(params, free_params, strict=True)):
-        assert torch.equal(param[1], frozen[i])
-        for name, value in optimizer.state[param].items():
-            assert torch.equal(value[1], frozen_state[i][name]), name
-        for k in (0, 2):
-            assert torch.equal(param[k], free_param[k])
-            for name, value in optimizer.state[param].items():
-                assert torch.equal(value[k], free.state[free_param][name][k]), name
+    assert_member_1_frozen_others_free(params, optimizer, frozen, frozen_state, free_params, free)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
