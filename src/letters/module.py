@@ -93,17 +93,16 @@ class LetterClassifier(pl.LightningModule):
         # resumed run and letters.test draw the whole curve.
         self.active = [True] * len(self.members)
         self.diverged_at: list[tuple[int, int] | None] = [None] * len(self.members)
-        self.histories = [new_history() for _ in self.members]
-        self.validation_acc: list[float | None] = [None] * len(self.members)
-        self.closed_epoch = -1
+        self.start_afresh()
         self.reset_train_sums()
         self.reset_eval_sums()
 
     def start_afresh(self) -> None:
-        """After pre-training: the run's records (curves, validation, epochs) begin with the
-        real data. Members that diverged stay stopped."""
+        """The run's records (curves, validation, epochs) begin here: at construction, and
+        after pre-training, so that they are the real data's. Members that diverged stay
+        stopped."""
         self.histories = [new_history() for _ in self.members]
-        self.validation_acc = [None] * len(self.members)
+        self.validation_acc: list[float | None] = [None] * len(self.members)
         self.closed_epoch = -1
 
     @property

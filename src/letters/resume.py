@@ -118,16 +118,17 @@ def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
         )
     saved = run_dir / "config.yaml"
     resumed = read_run_config(saved, cfg.resume)
-    # An ensemble run (ensemble=K) has no checkpoint to continue from: each of its members
-    # continues from its own (train.continue_ensemble), then they are joined again.
-    checkpoint = run_dir / ("members" if int(resumed.get("ensemble") or 1) > 1 else "checkpoints")
-    if checkpoint.name == "checkpoints":
-        checkpoint = checkpoint / "last.ckpt"
+    if int(resumed.get("ensemble") or 1) > 1:
+        # An ensemble run has no checkpoint of its own to continue from: each member continues
+        # from its own (train.continue_ensemble), then they are joined again.
+        needed, resumed.resume = run_dir / "members", str(run_dir)
+    else:
+        needed = run_dir / "checkpoints" / "last.ckpt"
         if Path(cfg.resume).suffix == ".ckpt":
-            checkpoint = Path(cfg.resume)
-    if not checkpoint.exists():
-        raise LettersError(f"{checkpoint}: not found, so {cfg.resume} cannot be resumed")
-    resumed.resume = str(checkpoint.parent if checkpoint.name == "members" else checkpoint)
+            needed = Path(cfg.resume)
+        resumed.resume = str(needed)
+    if not needed.exists():
+        raise LettersError(f"{needed}: not found, so {cfg.resume} cannot be resumed")
     repoint_loggers(resumed, run_dir)
     if any(o.startswith("epochs=") for o in task_overrides):
         resumed.epochs = resumed.trainer.max_epochs = cfg.epochs

@@ -200,17 +200,8 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
             groups.append([len(members)])
             members.append(job)
             continue
-        from letters.ensemble import member_config
-
-        group = []
-        for index in range(size):
-            member_dir = job.run_dir / "members" / str(index)
-            member_dir.mkdir(parents=True, exist_ok=True)
-            member_cfg = member_config(job.cfg, job.run_dir, index, member_dir)
-            OmegaConf.save(member_cfg, member_dir / "config.yaml")
-            group.append(len(members))
-            members.append(Job(member_cfg, member_dir, member_of=job.run_dir))
-        groups.append(group)
+        groups.append(list(range(len(members), len(members) + size)))
+        members += [new_member(job, index) for index in range(size)]
     scores, data = train_stack(members, strict and len(members) == len(jobs))
     return [
         scores[group[0]]
@@ -220,13 +211,26 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
     ]
 
 
+def new_member(job: Job, index: int) -> Job:
+    """Member ``index`` of the ensemble run ``job``, to train from the start: its folder and
+    config.yaml (letters.ensemble.member_config)."""
+    from letters.ensemble import member_config
+
+    member_dir = job.run_dir / "members" / str(index)
+    member_dir.mkdir(parents=True, exist_ok=True)
+    member_cfg = member_config(job.cfg, job.run_dir, index, member_dir)
+    member_cfg.resume = None
+    OmegaConf.save(member_cfg, member_dir / "config.yaml")
+    return Job(member_cfg, member_dir, member_of=job.run_dir)
+
+
 def continue_ensemble(job: Job, strict: bool) -> float:
     """``resume=RUN`` of an ensemble run: each member continues from its own last.ckpt (a
     stack of one each: only those resume), members that never started train together, members
     that finished are left as they are; then the members are joined again."""
     from hydra.utils import instantiate
 
-    from letters.ensemble import member_config
+    from letters.ensemble import member_summary
     from letters.resume import read_run_config
 
     epochs = int(job.cfg.epochs)
@@ -234,21 +238,18 @@ def continue_ensemble(job: Job, strict: bool) -> float:
     for index in range(int(job.cfg.ensemble)):
         member_dir = job.run_dir / "members" / str(index)
         last = member_dir / "checkpoints" / "last.ckpt"
-        if last.is_file():
-            member_cfg = read_run_config(member_dir / "config.yaml", job.cfg.resume)
-            member_cfg.epochs = member_cfg.trainer.max_epochs = epochs
-            member = Job(member_cfg, member_dir, member_of=job.run_dir)
-            if not finished_member(member_dir, epochs):
-                member_cfg.resume = str(last)
-                resumed.append(member)
-        else:
-            member_dir.mkdir(parents=True, exist_ok=True)
-            member_cfg = member_config(job.cfg, job.run_dir, index, member_dir)
-            member_cfg.resume = None
-            member = Job(member_cfg, member_dir, member_of=job.run_dir)
-            fresh.append(member)
-        OmegaConf.save(member.cfg, member_dir / "config.yaml")
-        members.append(member)
+        if not last.is_file():
+            members.append(new_member(job, index))
+            fresh.append(members[-1])
+            continue
+        member_cfg = read_run_config(member_dir / "config.yaml", job.cfg.resume)
+        member_cfg.epochs = member_cfg.trainer.max_epochs = epochs
+        members.append(Job(member_cfg, member_dir, member_of=job.run_dir))
+        summary = member_summary(member_dir)
+        if summary["status"] != "finished" or summary["epochs_completed"] != epochs:
+            member_cfg.resume = str(last)
+            OmegaConf.save(member_cfg, member_dir / "config.yaml")
+            resumed.append(members[-1])
     log.info(
         "continuing an ensemble of %d: %d members from their last.ckpt, %d from the start, "
         "%d finished before",
@@ -263,17 +264,6 @@ def continue_ensemble(job: Job, strict: bool) -> float:
     if data is None:  # every member had finished: only the join is redone
         data = instantiate(job.cfg.data).prepare()
     return finish_ensemble(job, members, data, strict)
-
-
-def finished_member(member_dir: Path, epochs: int) -> bool:
-    """Whether a member's metrics.json says it finished ``epochs`` epochs."""
-    import json
-
-    try:
-        record = json.loads((member_dir / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return record.get("status") == "finished" and record.get("epochs_completed") == epochs
 
 
 def finish_ensemble(job: Job, members: list[Job], data: Any, strict: bool) -> float:
@@ -541,29 +531,7 @@ def pretrain(stack: Stack) -> None:
         )
     stack.pretrain_data = None  # its tensors are not needed again (on a GPU, its memory)
     if stack.stopper.signal is not None:
-        record_interrupted_pretraining(stack)
-
-
-def record_interrupted_pretraining(stack: Stack) -> None:
-    """A signal during pre-training: no checkpoint exists yet, so each member's metrics.json
-    says the run must start again, and the process exits with 128 + the signal's number."""
-    from letters.files import write_json
-
-    stopped_by = stack.stopper.signal
-    for member, job in enumerate(stack.jobs):
-        record = member_record(stack, member, "interrupted")
-        record.update(signal=stopped_by.name, epochs=job.cfg.epochs, resume=None)
-        write_json(job.run_dir / "metrics.json", record)
-        if job.member_of is not None:  # nor can the ensemble: it starts again
-            write_json(job.member_of / "metrics.json", {"status": "interrupted", "resume": None})
-        stack.trackers[member].finalize("interrupted")
-        log.warning(
-            "interrupted by %s during pre-training; no checkpoint yet: run the command again",
-            stopped_by.name,
-            extra={"member": member},
-        )
-    stack.stopper.hand_over()
-    raise SystemExit(128 + int(stopped_by))
+        record_interrupted(stack, stack.stopper.signal, pretraining=True)
 
 
 def describe(jobs: list[Job]) -> list[str]:
@@ -651,36 +619,49 @@ def written_error(error: BaseException) -> str:
     return str(error)
 
 
-def record_interrupted(stack: Stack, stopped_by: Any) -> None:
-    """A signal stopped training: each member's metrics.json says so and how to continue,
-    then the process exits with 128 + the signal's number (143 for SIGTERM, 130 for SIGINT),
-    as a scheduler expects of a job it stopped. Nothing is tested or drawn: the time a
-    scheduler grants after its signal is short. Under submitit its preemption signal goes on
-    to submitit's handler instead, which requeues the job; the requeued job continues from
-    last.ckpt by itself (letters.resume.requeued_job)."""
+def record_interrupted(stack: Stack, stopped_by: Any, pretraining: bool = False) -> None:
+    """A signal stopped training: each member's metrics.json (and an ensemble's own) says so
+    and how to continue, then the process exits with 128 + the signal's number (143 for
+    SIGTERM, 130 for SIGINT), as a scheduler expects of a job it stopped. Nothing is tested or
+    drawn: the time a scheduler grants after its signal is short. Under submitit its
+    preemption signal goes on to submitit's handler instead, which requeues the job; the
+    requeued job continues from last.ckpt by itself (letters.resume.requeued_job).
+
+    Stopped during ``pretraining`` there is no checkpoint yet: the record says the run must
+    start again (``resume`` null, and no scheduler job id, so that a requeue starts it over).
+    """
     from letters.files import write_json
     from letters.resume import scheduler_job_id
 
     epochs = stack.trainer.current_epoch
-    job_id = scheduler_job_id()
+    job_id = None if pretraining else scheduler_job_id()
     then = "Continue with:"
     if stack.stopper.requeue:
         then = "submitit requeues the job, which continues from it by itself; by hand:"
+    ensembles: dict[Path, dict[str, Any]] = {}
     for member, job in enumerate(stack.jobs):
         # A member of an ensemble continues with the whole ensemble, which joins it again.
         command = f"python -m letters.train resume={shown_path(job.member_of or job.run_dir)}"
         record = member_record(stack, member, "interrupted")
-        record.update(signal=stopped_by.name, epochs=job.cfg.epochs, resume=command)
+        record.update(
+            signal=stopped_by.name, epochs=job.cfg.epochs, resume=None if pretraining else command
+        )
         if job_id is not None:
             record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
         write_json(job.run_dir / "metrics.json", record)
         if job.member_of is not None:
-            ensemble = {key: record[key] for key in ("signal", "epochs", "resume")}
-            ensemble.update(status="interrupted", epochs_completed=record["epochs_completed"])
-            if job_id is not None:
-                ensemble["scheduler_job_id"] = job_id
-            write_json(job.member_of / "metrics.json", ensemble)
+            keys = ("signal", "epochs", "epochs_completed", "resume", "scheduler_job_id")
+            ensembles[job.member_of] = {"status": "interrupted"} | {
+                key: record[key] for key in keys if key in record
+            }
         stack.trackers[member].finalize("interrupted")
+        if pretraining:
+            log.warning(
+                "interrupted by %s during pre-training; no checkpoint yet: run the command again",
+                stopped_by.name,
+                extra={"member": member},
+            )
+            continue
         log.warning(
             "interrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
             stopped_by.name,
@@ -690,6 +671,8 @@ def record_interrupted(stack: Stack, stopped_by: Any) -> None:
             command,
             extra={"member": member},
         )
+    for run_dir, ensemble in ensembles.items():
+        write_json(run_dir / "metrics.json", ensemble)
     stack.stopper.hand_over()  # submitit's preemption signal: its handler requeues and exits
     raise SystemExit(128 + int(stopped_by))
 
