@@ -3,7 +3,7 @@
     python scripts/benchmark.py [--data DIR] [--device cpu|cuda] [--repetitions 5] [--epochs 3]
 
 Alternates repetitions of (a) a minimal PyTorch loop with nn.Linear and F.cross_entropy,
-(b) the same loop on letters.autograd's Functions (a stack of one), (c) letters' engine as
+(b) the same loop on letters.nn.autograd's Functions (a stack of one), (c) letters' engine as
 letters.train builds it; prints per-step and per-epoch times (median and spread over
 repetitions) and the ratios b/a and c/a, at batch sizes 8 and 256. Then the per-step time of a
 stack of K members against K (--stack-sizes), and whole processes: `python -m letters.train
@@ -46,7 +46,7 @@ def plain_model(hidden: int) -> nn.Module:
 
 
 def letters_model(hidden: int) -> nn.Module:
-    from letters.model import MLP
+    from letters.nn.model import MLP
 
     return MLP(1024, 26, [hidden], "relu", "normal")
 
@@ -197,7 +197,7 @@ def main() -> None:
         f"data: {data.describe()}; device {args.device}; torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; model 1024-64-26, SGD lr 5e-4 momentum 0.9"
     )
-    from letters.autograd import cross_entropy
+    from letters.nn.autograd import cross_entropy
 
     def plain_loss(logits, targets):
         return F.cross_entropy(logits, targets, reduction="sum")
@@ -205,7 +205,11 @@ def main() -> None:
     def letters_loss(logits, targets):
         return cross_entropy(logits, targets, "sum")
 
-    names = {"a": "plain PyTorch loop", "b": "loop on letters.autograd", "c": "letters Lightning"}
+    names = {
+        "a": "plain PyTorch loop",
+        "b": "loop on letters.nn.autograd",
+        "c": "letters Lightning",
+    }
     batch_sizes = [] if args.skip_steps else [int(size) for size in args.batch_sizes.split(",")]
     for batch_size in batch_sizes:
         steps = -(-len(labels) // batch_size)

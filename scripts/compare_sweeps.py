@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from letters.report import REPLICATE_KEYS, collect_runs, swept_keys
+from letters.reporting.sweep_report import REPLICATE_KEYS, collect_runs, swept_keys
 
 COLUMNS = (("val_acc", "val"), ("best_val_acc", "best val"), ("test_acc", "test"))
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd import gradcheck
 
-from letters.autograd import (
+from letters.nn.autograd import (
     ACTIVATIONS,
     CrossEntropy,
     Identity,

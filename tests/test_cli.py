@@ -98,7 +98,7 @@ def test_predict_prints_a_letter_per_image_and_reports_bad_ones(
 
 
 def test_checkpoint_alone_rebuilds_model(trained_run: Path) -> None:
-    from letters.checkpoint import load_classifier
+    from letters.engine.checkpoint import load_classifier
 
     model = load_classifier(trained_run / "checkpoints" / "best.ckpt")
     assert model.hparams.norm_size == 32 and model.hparams.classes == "ABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from letters.common.errors import LettersError
 from letters.data import ListDataModule, MemberBatches, SyntheticDataModule, TensorBatches
 from letters.data import list_layout as list_layout_module
 from letters.data.images import label_index, load_grey
-from letters.errors import LettersError
 
 
 def copy_dataset(source: Path, target: Path) -> Path:

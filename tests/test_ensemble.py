@@ -40,8 +40,8 @@ def test_an_ensemble_run_records_itself_and_each_member(ensemble_run: Path) -> N
 def test_the_ensemble_is_the_mean_of_its_members_probabilities(
     ensemble_run: Path, list_dataset: Path
 ) -> None:
-    from letters.checkpoint import load_classifier
     from letters.data import ListDataModule
+    from letters.engine.checkpoint import load_classifier
 
     run = ensemble_run / "ensemble"
     record = json.loads((run / "metrics.json").read_text())

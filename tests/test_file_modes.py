@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from letters import files
-from letters.files import umask, write_atomically, write_json
+from letters.common import files
+from letters.common.files import umask, write_atomically, write_json
 
 
 def mode(path: Path) -> int:

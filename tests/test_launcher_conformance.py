@@ -83,7 +83,7 @@ def test_plugin_imports_nothing_heavy() -> None:
 def test_the_project_config_composes_with_it() -> None:
     from hydra import compose, initialize_config_dir
 
-    from letters.entry import CONF_DIR
+    from letters.common.entry import CONF_DIR
 
     overrides = ["hydra/launcher=stacked", "hydra.launcher.max_stack=4"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

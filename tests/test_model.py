@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import letters.autograd as autograd
-from letters.model import MLP, Activation, LinearLayer
+import letters.nn.autograd as autograd
+from letters.nn.model import MLP, Activation, LinearLayer
 
 ACTIVATION_NAMES = ("none", "sigmoid", "tanh", "relu")
 TORCH_ACTIVATIONS = {

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from letters import optimizers as optimizers_module
-from letters.optimizers import (
+from letters.optim import stacked as optimizers_module
+from letters.optim.stacked import (
     OPTIMIZERS,
     SCHEDULERS,
     StackedOptimizer,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from letters.plots import confusion_counts
+from letters.reporting.pictures import confusion_counts
 
 TINY = ["epochs=2", "val_interval=1", "batch_size=16"]
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import run_cli
-from letters.augment import PhotoAugment, shifted_views
-from letters.autograd import Standardize
-from letters.model import MLP
-from letters.module import LetterClassifier
-from letters.optimizers import schedule_factors
+from letters.engine.module import LetterClassifier
+from letters.nn.augment import PhotoAugment, shifted_views
+from letters.nn.autograd import Standardize
+from letters.nn.model import MLP
+from letters.optim.stacked import schedule_factors
 
 
 @pytest.mark.parametrize("batch", [1, 6])

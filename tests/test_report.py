@@ -17,8 +17,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from letters.report import build_report, report
-from letters.sweep_summary import SweepSummary, plain_optuna_logs
+from letters.reporting.sweep_report import build_report, report
+from letters.reporting.sweep_summary import SweepSummary, plain_optuna_logs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -301,8 +301,8 @@ def test_a_failed_write_leaves_the_previous_file_and_says_which(tmp_path: Path) 
     and leaves no temporary file behind."""
     import errno
 
-    from letters.errors import LettersError
-    from letters.files import write_atomically
+    from letters.common.errors import LettersError
+    from letters.common.files import write_atomically
 
     target = tmp_path / "last.ckpt"
     write_atomically(target, lambda handle: handle.write(b"previous"))

@@ -205,8 +205,8 @@ def test_optuna_trials_of_one_batch_train_as_one_stack(
 def test_a_checkpoint_of_letters_0_1_still_loads(tmp_path: Path) -> None:
     """Checkpoints written before stacks (2-D weights, seed/init/batch_size hyper-parameters)
     load as a stack of one that predicts exactly as the weights say."""
-    from letters.checkpoint import load_classifier
-    from letters.module import LetterClassifier
+    from letters.engine.checkpoint import load_classifier
+    from letters.engine.module import LetterClassifier
 
     member = {"seed": 3, "init": "kaiming", "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}
     model = LetterClassifier(norm_size=8, hidden_sizes=[16], members=[member]).eval()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from letters.report import report
+from letters.reporting.sweep_report import report
 
 SMALL = [
     "data.train_per_class=3",

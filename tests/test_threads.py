@@ -1,5 +1,5 @@
 """torch_threads=null is automatic: a run alone keeps torch's default, jobs that a launcher runs
-side by side share the cores (letters.threads)."""
+side by side share the cores (letters.runs.threads)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conftest import run_cli
-from letters.entry import CONF_DIR
-from letters.errors import ConfigError
-from letters.threads import available_cores, basic_sweep_size, threads_for_job
+from letters.common.entry import CONF_DIR
+from letters.common.errors import ConfigError
+from letters.runs.threads import available_cores, basic_sweep_size, threads_for_job
 
 AUTOMATIC = OmegaConf.create({"torch_threads": None})
 

@@ -10,9 +10,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from letters.autograd import cross_entropy
 from letters.data import LetterDataModule, MemberBatches
-from letters.module import LetterClassifier
+from letters.engine.module import LetterClassifier
+from letters.nn.autograd import cross_entropy
 
 ROWS, BATCH, SEED = 90, 8, 3
 SGD = {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 0.01}

@@ -8,8 +8,8 @@ import sys
 import torch
 from omegaconf import DictConfig, ListConfig
 
-from letters.entry import hydra_command
-from letters.errors import LettersError
+from letters.common.entry import hydra_command
+from letters.common.errors import LettersError
 
 
 def image_paths(cfg: DictConfig) -> list[str]:
@@ -25,8 +25,8 @@ def image_paths(cfg: DictConfig) -> list[str]:
 
 def predict(cfg: DictConfig) -> int:
     """Print a prediction per image; return how many images failed."""
-    from letters.checkpoint import load_classifier
     from letters.data.images import load_grey, to_model_input
+    from letters.engine.checkpoint import load_classifier
 
     paths = image_paths(cfg)
     model = load_classifier(cfg.ckpt, cfg.device)
@@ -47,7 +47,7 @@ def predict(cfg: DictConfig) -> int:
         if cfg.annotate:  # shown larger than the model's input, for a person to read
             shown.append((path, load_grey(path, 96), probabilities.cpu()))
     if cfg.annotate and shown:
-        from letters.plots import annotated_predictions, save_figure
+        from letters.reporting.pictures import annotated_predictions, save_figure
 
         names, images, probabilities = zip(*shown, strict=True)
         figure = annotated_predictions(images, names, torch.stack(probabilities), classes)

@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from letters.config import check_handed_over
-from letters.entry import hydra_command
-from letters.errors import ConfigError
+from letters.common.config import check_handed_over
+from letters.common.entry import hydra_command
+from letters.common.errors import ConfigError
 
 SPLIT_CHOICES = ("test", "validation", "train")
 
@@ -36,9 +36,9 @@ def data_for(cfg: DictConfig, model: Any, ckpt: Path):
 def test(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split not in SPLIT_CHOICES:
         raise ConfigError(f"split={cfg.split!r} is not one of: {', '.join(SPLIT_CHOICES)}")
-    from letters.checkpoint import load_classifier
-    from letters.evaluate import predict_split
-    from letters.files import write_json
+    from letters.common.files import write_json
+    from letters.engine.checkpoint import load_classifier
+    from letters.engine.evaluate import predict_split
 
     ckpt = Path(cfg.ckpt)
     model = load_classifier(ckpt, cfg.device)
@@ -63,7 +63,7 @@ def test(cfg: DictConfig) -> dict[str, Any]:
     if cfg.pictures:
         from torch.utils.tensorboard import SummaryWriter
 
-        from letters.plots import evaluation_pictures
+        from letters.reporting.pictures import evaluation_pictures
 
         with SummaryWriter(str(out_dir / "tensorboard")) as writer:
             evaluation_pictures(

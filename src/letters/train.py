@@ -18,10 +18,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from letters import resume as _resume  # noqa: F401  (registers the run-directory resolvers)
-from letters import trackers as _trackers  # noqa: F401  (registers the run-label resolver)
-from letters.entry import hydra_command
-from letters.files import shown_path
+from letters.common.entry import hydra_command
+from letters.common.files import shown_path
+from letters.runs import resume as _resume  # noqa: F401  (registers the run-directory resolvers)
+from letters.runs import trackers as _trackers  # noqa: F401  (registers the run-label resolver)
 
 log = logging.getLogger("letters.train")
 
@@ -48,9 +48,9 @@ class Stack:
     model: Any
     trainer: Any
     checkpoints: Any
-    trackers: list[Any]  # letters.trackers.RunTrackers, one per member
+    trackers: list[Any]  # letters.runs.trackers.RunTrackers, one per member
     started: float
-    stopper: Any  # letters.callbacks.GracefulStop: which signal, if any, stopped training
+    stopper: Any  # letters.engine.callbacks.GracefulStop: which signal, if any, stopped training
     pretrain_data: Any = None  # the data of pre-training (pretrain=...), when the recipe has it
     pretrained: dict[str, Any] | None = None  # what pre-training did, for each metrics.json
 
@@ -119,13 +119,13 @@ def prepare_job(cfg: DictConfig) -> Job | float:
 
     Called with Hydra's config for this job current (inside run_job). In a multirun a bad
     config is recorded in the job's metrics.json and scores FAILED_SCORE so the others go on;
-    a single run raises (one line, through letters.errors).
+    a single run raises (one line, through letters.common.errors).
     """
     from hydra.core.hydra_config import HydraConfig
 
-    from letters.config import validate_training
-    from letters.errors import ConfigError
-    from letters.resume import continue_sweep_job, requeued_job, resumed_config
+    from letters.common.config import validate_training
+    from letters.common.errors import ConfigError
+    from letters.runs.resume import continue_sweep_job, requeued_job, resumed_config
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -161,8 +161,8 @@ def prepare_job(cfg: DictConfig) -> Job | float:
 
 def record_failure(job_or_run_dir: Job | Path, error: BaseException, member: int | None = None):
     """A job that could not train: one log line, and metrics.json saying why."""
-    from letters.errors import LettersError
-    from letters.files import write_json
+    from letters.common.errors import LettersError
+    from letters.common.files import write_json
 
     run_dir = job_or_run_dir.run_dir if isinstance(job_or_run_dir, Job) else job_or_run_dir
     extra = {} if member is None else {"member": member}
@@ -188,7 +188,7 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
     job that failed or diverged, recorded in its metrics.json). ``strict`` (a single run):
     errors and divergence raise instead.
 
-    A job of ``ensemble=K`` brings K members to the stack (letters.ensemble), joined into
+    A job of ``ensemble=K`` brings K members to the stack (letters.runs.ensembles), joined into
     its own K-member checkpoint once they are trained."""
     members: list[Job] = []
     groups: list[list[int]] = []
@@ -213,8 +213,8 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
 
 def new_member(job: Job, index: int) -> Job:
     """Member ``index`` of the ensemble run ``job``, to train from the start: its folder and
-    config.yaml (letters.ensemble.member_config)."""
-    from letters.ensemble import member_config
+    config.yaml (letters.runs.ensembles.member_config)."""
+    from letters.runs.ensembles import member_config
 
     member_dir = job.run_dir / "members" / str(index)
     member_dir.mkdir(parents=True, exist_ok=True)
@@ -230,8 +230,8 @@ def continue_ensemble(job: Job, strict: bool) -> float:
     that finished are left as they are; then the members are joined again."""
     from hydra.utils import instantiate
 
-    from letters.ensemble import member_summary
-    from letters.resume import read_run_config
+    from letters.runs.ensembles import member_summary
+    from letters.runs.resume import read_run_config
 
     epochs = int(job.cfg.epochs)
     members, resumed, fresh = [], [], []
@@ -271,12 +271,12 @@ def finish_ensemble(job: Job, members: list[Job], data: Any, strict: bool) -> fl
     test (the members' mean probabilities), and record it like any run."""
     import torch
 
-    from letters.checkpoint import load_classifier
-    from letters.ensemble import joined_checkpoint, member_summary
-    from letters.errors import LettersError
-    from letters.evaluate import predict_split
-    from letters.files import write_atomically, write_json
-    from letters.trackers import RunTrackers
+    from letters.common.errors import LettersError
+    from letters.common.files import write_atomically, write_json
+    from letters.engine.checkpoint import load_classifier
+    from letters.engine.evaluate import predict_split
+    from letters.runs.ensembles import joined_checkpoint, member_summary
+    from letters.runs.trackers import RunTrackers
 
     started = time.perf_counter()
     cfg, run_dir = job.cfg, job.run_dir
@@ -324,7 +324,7 @@ def finish_ensemble(job: Job, members: list[Job], data: Any, strict: bool) -> fl
     }
     trackers.log_final(record["params"], final, step)
     if cfg.pictures:
-        from letters.plots import evaluation_pictures
+        from letters.reporting.pictures import evaluation_pictures
 
         tensorboard = trackers.tensorboard
         evaluation_pictures(
@@ -380,20 +380,20 @@ def build(jobs: list[Job]) -> Stack:
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from letters.callbacks import (
+    from letters.engine.callbacks import (
         GracefulStop,
         MemberCheckpoints,
         StepProgressBar,
         ValidateLastEpoch,
     )
-    from letters.module import LetterClassifier
-    from letters.stack import member_settings
-    from letters.trackers import RunTrackers
+    from letters.engine.members import member_settings
+    from letters.engine.module import LetterClassifier
+    from letters.runs.trackers import RunTrackers
 
     started = time.perf_counter()
     cfg = jobs[0].cfg  # everything but the member settings is the same in every job
     quiet_lightning()
-    from letters.threads import set_torch_threads  # torch_threads, or by launcher when null
+    from letters.runs.threads import set_torch_threads  # torch_threads, or by launcher when null
 
     set_torch_threads(cfg)
     data = instantiate(cfg.data).prepare()
@@ -440,7 +440,7 @@ def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
     the progress bar and, under SLURM, who requeues."""
     settings = OmegaConf.to_container(cfg.trainer, resolve=True)
     if settings.get("enable_progress_bar") is None:  # a terminal, and no other job beside
-        from letters.threads import runs_beside_others
+        from letters.runs.threads import runs_beside_others
 
         settings["enable_progress_bar"] = sys.stderr.isatty() and not runs_beside_others()
     from pytorch_lightning.plugins.environments import SLURMEnvironment
@@ -453,13 +453,13 @@ def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def fit(stack: Stack) -> None:
-    from letters.checkpoint import read_checkpoint
+    from letters.engine.checkpoint import read_checkpoint
 
     resume = stack.jobs[0].cfg.resume
     if resume:  # only a stack of one resumes: stack_key keeps resume= jobs apart
         # One clear line if it is damaged or too old, before Lightning reads it.
         if "upgraded_from" in read_checkpoint(resume):
-            from letters.errors import LettersError
+            from letters.common.errors import LettersError
 
             raise LettersError(
                 f"{resume}: written by letters 0.1, before stacks; letters.test and "
@@ -490,7 +490,7 @@ def pretrain(stack: Stack) -> None:
     """
     import pytorch_lightning as pl
 
-    from letters.callbacks import StepProgressBar
+    from letters.engine.callbacks import StepProgressBar
 
     cfg, model = stack.jobs[0].cfg, stack.model
     epochs = int(cfg.pretrain.epochs)
@@ -536,7 +536,7 @@ def pretrain(stack: Stack) -> None:
 
 def describe(jobs: list[Job]) -> list[str]:
     """Each job's per-member settings that differ within the stack, e.g. 'momentum=0.9 seed=1'."""
-    from letters.stack import MEMBER_KEYS, member_settings
+    from letters.engine.members import MEMBER_KEYS, member_settings
 
     settings = [member_settings(job.cfg) for job in jobs]
     varying = [key for key in MEMBER_KEYS if len({str(s[key]) for s in settings}) > 1]
@@ -559,12 +559,12 @@ def record(stack: Stack, strict: bool) -> list[float]:
         tested[member][0]["pictures_error"] = message
     scores = [finish_member(stack, member, record) for member, (record, _) in enumerate(tested)]
     if strict and unwritten:  # the run is recorded; its exit status says what went wrong
-        from letters.errors import LettersError
+        from letters.common.errors import LettersError
 
         raise LettersError(unwritten[0])
     diverged = stack.model.diverged_at[0]
     if strict and diverged is not None:
-        from letters.errors import LettersError
+        from letters.common.errors import LettersError
 
         run_dir = shown_path(stack.jobs[0].run_dir)
         raise LettersError(
@@ -578,10 +578,10 @@ def draw(stack: Stack, pictures: dict[int, dict[str, Any]]) -> dict[int, str]:
     """Draw each member's pictures. A picture that cannot be written (a full disk, a folder
     that cannot be made) is logged in one line and returned by member, so that every run is
     still tested and recorded."""
-    from letters.errors import LettersError
+    from letters.common.errors import LettersError
 
     if len(pictures) == 1:  # one run: draw here, into its open TensorBoard writer
-        from letters.plots import evaluation_pictures
+        from letters.reporting.pictures import evaluation_pictures
 
         ((member, task),) = pictures.items()
         tensorboard = stack.trackers[member].tensorboard
@@ -592,7 +592,7 @@ def draw(stack: Stack, pictures: dict[int, dict[str, Any]]) -> dict[int, str]:
         except (LettersError, OSError) as error:
             errors = {member: error}
     elif pictures:  # a stack: each member's pictures in a worker process, side by side
-        from letters.plots import draw_in_parallel
+        from letters.reporting.pictures import draw_in_parallel
 
         tasks = [
             (getattr(stack.trackers[member].tensorboard, "log_dir", None), task)
@@ -625,13 +625,13 @@ def record_interrupted(stack: Stack, stopped_by: Any, pretraining: bool = False)
     SIGTERM, 130 for SIGINT), as a scheduler expects of a job it stopped. Nothing is tested or
     drawn: the time a scheduler grants after its signal is short. Under submitit its
     preemption signal goes on to submitit's handler instead, which requeues the job; the
-    requeued job continues from last.ckpt by itself (letters.resume.requeued_job).
+    requeued job continues from last.ckpt by itself (letters.runs.resume.requeued_job).
 
     Stopped during ``pretraining`` there is no checkpoint yet: the record says the run must
     start again (``resume`` null, and no scheduler job id, so that a requeue starts it over).
     """
-    from letters.files import write_json
-    from letters.resume import scheduler_job_id
+    from letters.common.files import write_json
+    from letters.runs.resume import scheduler_job_id
 
     epochs = stack.trainer.current_epoch
     job_id = None if pretraining else scheduler_job_id()
@@ -702,8 +702,8 @@ def member_record(stack: Stack, member: int, status: str) -> dict[str, Any]:
 
 def test_member(stack: Stack, member: int) -> tuple[dict[str, Any], Any]:
     """A member's record so far, and its best checkpoint's predictions on the test split."""
-    from letters.checkpoint import load_classifier
-    from letters.evaluate import predict_split
+    from letters.engine.checkpoint import load_classifier
+    from letters.engine.evaluate import predict_split
 
     job, model = stack.jobs[member], stack.model
     record = member_record(stack, member, "finished")
@@ -740,7 +740,7 @@ def picture_task(stack: Stack, member: int, predictions: Any) -> dict[str, Any]:
 def finish_member(stack: Stack, member: int, record: dict[str, Any]) -> float:
     """Give the member's trackers its test metrics and hyper-parameters, write its
     metrics.json, say so."""
-    from letters.files import write_json
+    from letters.common.files import write_json
 
     job, trackers = stack.jobs[member], stack.trackers[member]
     final = {}
@@ -795,7 +795,7 @@ def train(cfg: DictConfig) -> float:
 
 
 def stack_key(job: Job) -> str:
-    from letters.stack import stack_key as config_key
+    from letters.engine.members import stack_key as config_key
 
     return config_key(job.cfg)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from letters.entry import CONF_DIR
-from letters.errors import exit_on_user_error
+from letters.common.entry import CONF_DIR
+from letters.common.errors import exit_on_user_error
 
 
 @exit_on_user_error

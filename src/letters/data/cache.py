@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from letters.files import write_atomically
+from letters.common.files import write_atomically
 
 # Bump when the decoding changes, so that caches of the old decoding are not reused.
 CACHE_FORMAT = 2

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from letters.errors import LettersError
+from letters.common.errors import LettersError
 
 CLASSES = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

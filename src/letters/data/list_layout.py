@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from letters.common.errors import LettersError
 from letters.data.cache import Splits, cache_key, cached_splits
 from letters.data.images import CLASSES, label_index, load_grey
-from letters.errors import LettersError
 
 SPLITS = ("train", "validation", "test")
 

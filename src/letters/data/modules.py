@@ -13,11 +13,11 @@ from typing import NamedTuple
 import pytorch_lightning as pl
 import torch
 
+from letters.common.errors import ConfigError, LettersError
+from letters.common.seeds import ORDER, epoch_seed
 from letters.data.cache import Splits, cache_key, cached_splits
 from letters.data.images import CLASSES, resize_grey, to_model_input
 from letters.data.list_layout import SPLITS, load_list_layout
-from letters.errors import ConfigError, LettersError
-from letters.stack import ORDER, epoch_seed
 
 
 class TensorBatches:
@@ -59,8 +59,8 @@ class MemberBatches:
     """Training chunks for a stack: member k sees the split in its own order each epoch.
 
     The order of epoch e for a member with seed s is a function of (s, e) alone
-    (letters.stack.epoch_seed), so a resumed run, or a member trained in a stack, sees exactly
-    the batches it would have seen trained alone from the start.
+    (letters.common.seeds.epoch_seed), so a resumed run, or a member trained in a stack, sees
+    exactly the batches it would have seen trained alone from the start.
     """
 
     def __init__(

@@ -1,0 +1,74 @@
+"""Checkpoints: written atomically, and read back with one clear line for anything foreign."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from letters.common.errors import LettersError, first_line
+
+
+def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
+    """A letters checkpoint's contents, or one clear line for a missing, damaged or foreign one.
+
+    weights_only: a checkpoint is data, and loading one must not run code from it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LettersError(f"{path}: checkpoint not found")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # truncated, corrupt or not a torch file at all
+        raise LettersError(f"{path}: not a readable checkpoint ({first_line(error)})") from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
+        checkpoint
+    ):
+        raise LettersError(f"{path}: not a letters checkpoint (no state_dict/hyper_parameters)")
+    if "members" not in checkpoint["hyper_parameters"]:
+        upgrade_single_run(checkpoint)
+    return checkpoint
+
+
+def upgrade_single_run(checkpoint: dict) -> None:
+    """A checkpoint of letters 0.1, before stacks: its run becomes a stack of one (weights
+    gain the member dimension; seed, init and the optimizer's numbers become its member)."""
+    hyper_parameters = checkpoint["hyper_parameters"]
+    optimizer = dict(hyper_parameters.get("optimizer") or {})
+    hyper_parameters["members"] = [
+        {
+            "seed": hyper_parameters.pop("seed", 0),
+            "init": hyper_parameters.pop("init", "normal"),
+            "lr": optimizer.get("lr", 5e-4),
+            "momentum": optimizer.get("momentum", 0.0),
+            "weight_decay": optimizer.get("weight_decay", 0.0),
+        }
+    ]
+    hyper_parameters.pop("batch_size", None)
+    if isinstance(hyper_parameters.get("data"), dict):
+        hyper_parameters["data"] = {
+            k: v for k, v in hyper_parameters["data"].items() if k != "seed"
+        }
+    checkpoint["state_dict"] = {
+        name: tensor.unsqueeze(0) for name, tensor in checkpoint["state_dict"].items()
+    }
+    if isinstance(checkpoint.get("history"), dict):
+        checkpoint["history"] = [checkpoint["history"]]
+    checkpoint.pop("optimizer_states", None)  # 0.1's torch.optim state: not resumable
+    checkpoint["upgraded_from"] = "0.1"
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a LetterClassifier from a letters checkpoint alone (weights and preprocessing)."""
+    from letters.engine.module import LetterClassifier
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path, device)
+    try:
+        model = LetterClassifier(**checkpoint["hyper_parameters"])
+        model.load_state_dict(checkpoint["state_dict"])
+        model.on_load_checkpoint(checkpoint)
+    except (TypeError, ValueError, RuntimeError, KeyError) as error:
+        raise LettersError(f"{path}: not a letters checkpoint ({first_line(error)})") from None
+    return model.to(device).eval()

@@ -1,0 +1,367 @@
+"""The LightningModule: a stack of hand-written MLPs, their loss and optimizer, and what is
+recorded per member (losses, accuracies, divergence)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
+from pytorch_lightning.utilities.model_helpers import is_overridden
+
+from letters.common.seeds import AUGMENT, epoch_seed
+from letters.data.modules import Chunk
+from letters.engine.members import DEFAULT_MEMBER, OPTIMIZER_MEMBER_KEYS
+from letters.nn.augment import PhotoAugment, shifted_views
+from letters.nn.autograd import cross_entropy
+from letters.nn.model import MLP
+from letters.optim.stacked import StackedOptimizer
+
+log = logging.getLogger("letters.train")
+
+
+def count_optimizer_steps(trainer: pl.Trainer, steps: int) -> None:
+    """Advance Lightning's optimizer-step counter (trainer.global_step) for steps taken
+    directly on the torch optimizer, as LightningOptimizer.step would have."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    for _ in range(steps):
+        progress.increment_ready()
+        progress.increment_completed()
+
+
+def new_history() -> dict[str, list[float]]:
+    """Per-epoch values of one member, for its learning-curve picture."""
+    return {"epoch": [], "train_loss": [], "val_epoch": [], "val_acc": []}
+
+
+class LetterClassifier(pl.LightningModule):
+    """A stack of K members (``members``: one dict of per-member settings each, see
+    letters.engine.members) trained at once; a single run is a stack of one.
+
+    Everything a checkpoint needs to rebuild the model and its preprocessing is a constructor
+    argument of plain Python types, saved as the checkpoint's hyper-parameters. Members never
+    mix: each has its own loss, gradients, optimizer state, metrics and divergence.
+    """
+
+    def __init__(
+        self,
+        norm_size: int = 32,
+        classes: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        hidden_sizes: list[int] | tuple[int, ...] = (32,),
+        activation: str = "relu",
+        reduction: str = "sum",
+        optimizer: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        input_norm: str = "none",
+        augment: dict[str, float] | None = None,
+        scheduler: str = "none",
+        test_time_polarity: bool = False,
+        test_time_shift: int = 0,
+        members: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__()
+        # Lightning hands training_step a chunk of many mini-batches and the step loop runs
+        # here: its per-call bookkeeping (~1 ms on a CPU) is then paid per chunk, not per
+        # optimizer step, which at batch size 8 would otherwise cost more than the step itself.
+        self.automatic_optimization = False
+        # logger=False: train.py logs the hyper-parameters once, at the end, with real metrics.
+        self.save_hyperparameters(logger=False)
+        self.members = [{**DEFAULT_MEMBER, **member} for member in (members or [{}])]
+        self.model = MLP(
+            norm_size * norm_size,
+            len(classes),
+            list(hidden_sizes),
+            activation,
+            [member["init"] for member in self.members],
+            input_norm,
+            seeds=[member["seed"] for member in self.members],
+        )
+        self.reduction = reduction
+        self.norm_size = norm_size
+        self.augment = PhotoAugment(**augment) if augment else None
+        self.scheduler = scheduler
+        self.test_time_polarity = test_time_polarity
+        self.test_time_shift = test_time_shift
+        self.optimizer_config = dict(optimizer or {"name": "sgd"})
+        self._direct_steps: bool | None = None
+        # Where each member's scalars go (letters.runs.trackers.RunTrackers; train.py sets them).
+        self.member_trackers: list[Any] = []
+        # Per member: still training (a member whose loss or weights become non-finite stops
+        # there), where it diverged, and its per-epoch values; saved in checkpoints, so a
+        # resumed run and letters.test draw the whole curve.
+        self.active = [True] * len(self.members)
+        self.diverged_at: list[tuple[int, int] | None] = [None] * len(self.members)
+        self.start_afresh()
+        self.reset_train_sums()
+        self.reset_eval_sums()
+
+    def start_afresh(self) -> None:
+        """The run's records (curves, validation, epochs) begin here: at construction, and
+        after pre-training, so that they are the real data's. Members that diverged stay
+        stopped."""
+        self.histories = [new_history() for _ in self.members]
+        self.validation_acc: list[float | None] = [None] * len(self.members)
+        self.closed_epoch = -1
+
+    @property
+    def stack_size(self) -> int:
+        return len(self.members)
+
+    def member_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Each member's logits [K, batch, classes]. Test-time views (``test_time_polarity``:
+        the image and its negative, light on dark <-> dark on light; ``test_time_shift``:
+        every offset of up to that many pixels) are classified at once and each member's
+        probabilities averaged over them."""
+        views = inputs
+        if self.test_time_shift:
+            views = shifted_views(views, self.norm_size, self.test_time_shift)
+        if self.test_time_polarity:
+            views = torch.cat([views, -views])
+        logits = self.model(views)
+        count = len(views) // len(inputs)
+        if count == 1:
+            return logits
+        # log(mean of probabilities over the views), finite where one underflows to 0.
+        per_view = logits.view(logits.shape[0], count, len(inputs), -1).log_softmax(dim=-1)
+        return torch.logsumexp(per_view, dim=1) - math.log(count)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The stack's prediction [batch, classes]: a member's own logits for a stack of one,
+        else the log of the members' mean probabilities."""
+        logits = self.member_logits(inputs)
+        if self.stack_size == 1:
+            return logits[0]
+        # log(mean of probabilities), finite even where one member's probability underflows.
+        return torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(self.stack_size)
+
+    # Sums kept as device tensors [K]: nothing in a step waits for the device (no .item()).
+    # Training and evaluation keep separate sums: validation runs inside a training epoch.
+    def reset_train_sums(self) -> None:
+        self.train_loss_sum = torch.zeros(self.stack_size, device=self.device)
+        self.train_seen = 0
+        self.train_steps = 0
+        self.first_bad_step = torch.full((self.stack_size,), -1, device=self.device)
+
+    def reset_eval_sums(self) -> None:
+        self.eval_loss_sum = torch.zeros(self.stack_size, device=self.device)
+        self.eval_correct = torch.zeros(self.stack_size, device=self.device, dtype=torch.long)
+        self.eval_seen = 0
+
+    def setup(self, stage: str) -> None:
+        # Each member's batch order comes from its own seed; the data module batches.
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:
+            datamodule.seeds = [member["seed"] for member in self.members]
+
+    def training_step(self, chunk: Chunk, batch_index: int) -> None:
+        """One optimizer step of every member per mini-batch of the chunk."""
+        inputs = chunk.inputs
+        if self.augment is not None:
+            inputs = torch.stack(
+                [
+                    self.augment(inputs[member], self.norm_size, generator)
+                    for member, generator in enumerate(self.augment_generators)
+                ]
+            )
+        optimizer = self.optimizers()
+        stacked = optimizer.optimizer
+        direct = self.direct_steps()
+        losses = []
+        for batch_inputs, batch_labels in chunk.mini_batches(inputs):
+            loss = cross_entropy(self.model(batch_inputs), batch_labels, self.reduction)  # [K]
+            # A member whose loss is not finite stops here: its updates are masked from now on
+            # (StackedOptimizer.active).
+            if direct:
+                stacked.zero_grad()
+                loss.backward(self.loss_weights)  # = loss.sum().backward(), one node fewer
+                stacked.step(losses=loss)
+            else:
+                optimizer.zero_grad()
+                self.manual_backward(loss.sum())
+                stacked.active.logical_and_(torch.isfinite(loss))
+                optimizer.step()
+            losses.append(loss.detach())
+        if direct:
+            count_optimizer_steps(self.trainer, len(losses))
+        self.record_steps(torch.stack(losses), chunk)
+
+    def direct_steps(self) -> bool:
+        """Whether steps may bypass Lightning's per-step plumbing (~0.15 ms a step on a CPU).
+
+        That plumbing serves mixed precision, several devices, and callbacks that watch each
+        backward or optimizer step; when none of them is in play it only calls empty hooks.
+        """
+        if self._direct_steps is None:
+            trainer = self.trainer
+            hooks = (
+                "on_before_backward",
+                "on_after_backward",
+                "on_before_optimizer_step",
+                "on_before_zero_grad",
+            )
+            watched = any(
+                is_overridden(hook, callback, pl.Callback)
+                for callback in trainer.callbacks
+                for hook in hooks
+            ) or any(is_overridden(hook, self, pl.LightningModule) for hook in hooks)
+            self._direct_steps = (
+                str(trainer.precision) in ("32-true", "64-true")
+                and isinstance(trainer.strategy, SingleDeviceStrategy)
+                and not watched
+            )
+        return self._direct_steps
+
+    def record_steps(self, losses: torch.Tensor, chunk: Chunk) -> None:
+        """Per-chunk bookkeeping on the device (no sync): each member's loss sum and first
+        non-finite step. ``losses`` is [steps, K]."""
+        rows = chunk.labels.shape[1]
+        per_sample = losses if self.reduction == "sum" else losses * chunk.batch_size
+        if self.reduction == "mean" and rows % chunk.batch_size:
+            per_sample[-1] = losses[-1] * (rows % chunk.batch_size)
+        self.train_loss_sum = self.train_loss_sum + per_sample.sum(dim=0)
+        bad = ~torch.isfinite(losses)
+        first_bad = torch.where(bad.any(dim=0), bad.int().argmax(dim=0) + self.train_steps, -1)
+        self.first_bad_step = torch.where(self.first_bad_step >= 0, self.first_bad_step, first_bad)
+        self.train_seen += rows
+        self.train_steps += len(losses)
+
+    def on_fit_start(self) -> None:
+        # The model is on its device by now; the data joins it once, for the whole fit.
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "move_to"):
+            datamodule.move_to(self.device)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in an epoch of this fit: the data's, unless the Trainer takes only
+        some chunks of it (trainer.limit_train_batches, as debug=fast does)."""
+        data = self.trainer.datamodule
+        chunks = self.trainer.num_training_batches
+        if chunks == float("inf") or chunks * data.steps_per_call >= data.steps_per_epoch:
+            return data.steps_per_epoch
+        return int(chunks) * data.steps_per_call
+
+    def on_train_start(self) -> None:
+        self.loss_weights = torch.ones(self.stack_size, device=self.device)
+        # Marks the end of start-up: scripts/benchmark.py times a run up to this line.
+        log.info(
+            "training starts: %d optimizer steps per epoch, a stack of %d",
+            self.steps_per_epoch,
+            self.stack_size,
+        )
+
+    def on_train_epoch_start(self) -> None:
+        # Augmentation randomness is a function of (seed, epoch), like the batch order.
+        if self.augment is not None:
+            self.augment_generators = [
+                torch.Generator(self.device).manual_seed(
+                    epoch_seed(member["seed"], self.current_epoch, AUGMENT)
+                )
+                for member in self.members
+            ]
+        self.reset_train_sums()
+
+    def close_training_epoch(self) -> None:
+        """Once per epoch, before anything validates, checkpoints or logs it (one sync):
+        members whose loss or weights became non-finite stop; the others record the epoch.
+
+        Lightning validates inside fit before the epoch's on_train_epoch_end hooks, and
+        callbacks' hooks run before the module's, so each of them calls this; it acts once.
+        """
+        if self.closed_epoch == self.current_epoch or not self.train_seen:
+            return
+        self.closed_epoch = self.current_epoch
+        bad_steps = self.first_bad_step.tolist()
+        finite = torch.stack(
+            [parameter.detach().isfinite().flatten(1).all(dim=1) for parameter in self.parameters()]
+        ).all(dim=0)
+        finite_weights = finite.tolist()
+        losses = (self.train_loss_sum / self.train_seen).tolist()
+        optimizer = self.optimizers().optimizer
+        epoch, step = self.current_epoch + 1, self.trainer.global_step
+        for member in range(self.stack_size):
+            if not self.active[member]:
+                continue
+            if bad_steps[member] >= 0 or not finite_weights[member]:
+                where = bad_steps[member] + 1 if bad_steps[member] >= 0 else self.train_steps
+                self.active[member] = False
+                self.diverged_at[member] = (epoch, where)
+                optimizer.active[member] = False
+                log.error(
+                    "training diverged: non-finite %s at epoch %d, step %d",
+                    "loss" if bad_steps[member] >= 0 else "weights",
+                    epoch,
+                    where,
+                    extra={"member": member},
+                )
+                continue
+            self.histories[member]["epoch"].append(epoch)
+            self.histories[member]["train_loss"].append(losses[member])
+            self.log_member(member, {"loss/train": losses[member]}, step)
+        if not any(self.active):
+            self.trainer.should_stop = True
+
+    def log_member(self, member: int, metrics: dict[str, float], step: int) -> None:
+        if self.member_trackers:
+            self.member_trackers[member].log_metrics(metrics, step)
+
+    def on_train_epoch_end(self) -> None:
+        self.close_training_epoch()
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit":  # validation inside fit: never of diverged weights
+            self.close_training_epoch()
+        self.reset_eval_sums()
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
+        inputs, labels = batch
+        logits = self.member_logits(inputs)  # [K, batch, classes]
+        self.eval_loss_sum = self.eval_loss_sum + cross_entropy(logits, labels, "sum")
+        self.eval_correct = self.eval_correct + (logits.argmax(dim=-1) == labels).sum(dim=-1)
+        self.eval_seen += len(labels)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.eval_seen:
+            return
+        accuracies = (self.eval_correct.float() / self.eval_seen).tolist()
+        losses = (self.eval_loss_sum / self.eval_seen).tolist()
+        in_fit = self.trainer.state.fn == "fit"
+        for member in range(self.stack_size):
+            if not self.active[member]:
+                self.validation_acc[member] = None
+                continue
+            self.validation_acc[member] = accuracies[member]
+            if in_fit:
+                self.histories[member]["val_epoch"].append(self.current_epoch + 1)
+                self.histories[member]["val_acc"].append(accuracies[member])
+            metrics = {"loss/val": losses[member], "accuracy/val": accuracies[member]}
+            if in_fit:  # the best so far, what the best checkpoint holds
+                metrics["accuracy/best_val"] = max(self.histories[member]["val_acc"])
+            self.log_member(member, metrics, self.trainer.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["history"] = self.histories
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.histories = checkpoint.get("history", self.histories)
+
+    def configure_optimizers(self) -> StackedOptimizer:
+        settings = {
+            key: value
+            for key, value in self.optimizer_config.items()
+            if key != "name" and key not in OPTIMIZER_MEMBER_KEYS
+        }
+        total_steps = max(1, self.trainer.max_epochs * self.trainer.datamodule.steps_per_epoch)
+        return StackedOptimizer(
+            self.model.parameters(),
+            self.optimizer_config["name"],
+            lr=[member["lr"] for member in self.members],
+            momentum=[member["momentum"] for member in self.members],
+            weight_decay=[member["weight_decay"] for member in self.members],
+            schedule=self.scheduler,
+            total_steps=total_steps,
+            **settings,
+        )

@@ -1,0 +1,312 @@
+"""Pictures of a model and its predictions: learning curves, confusion matrix, most confident
+mistakes, the t-SNE map of the reference, annotated predictions, and TensorBoard's projector.
+
+Drawing functions return matplotlib Figures; ``save_figure`` writes them atomically, and
+``evaluation_pictures`` makes the whole set for one split, as train and test both need.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from letters.common.files import write_atomically
+
+
+def figure_png(figure: Figure) -> bytes:
+    """The figure as PNG bytes, rendered once; the figure is closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
+    png = figure_png(figure)
+    write_atomically(path, lambda handle: handle.write(png))
+    return Path(path)
+
+
+def class_colours(count: int) -> list[tuple[float, ...]]:
+    """26 distinct colours dark enough to read as text on white: Dark2, tab10 and Set1 without
+    its yellow."""
+    palette = (
+        list(plt.get_cmap("Dark2").colors)
+        + list(plt.get_cmap("tab10").colors)
+        + [colour for index, colour in enumerate(plt.get_cmap("Set1").colors) if index != 5]
+    )
+    return [palette[index % len(palette)] for index in range(count)]
+
+
+def learning_curves(history: dict[str, list[float]]) -> Figure:
+    """Training loss per epoch (left axis) with validation accuracy (right axis)."""
+    figure, loss_axes = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    epochs = history.get("epoch", [])
+    loss_axes.plot(epochs, history.get("train_loss", []), color="tab:blue", label="train loss")
+    loss_axes.set_xlabel("epoch")
+    loss_axes.set_ylabel("training loss (per image)", color="tab:blue")
+    if history.get("train_loss") and min(history["train_loss"]) > 0:
+        loss_axes.set_yscale("log")
+    loss_axes.grid(alpha=0.3)
+    accuracy_axes = loss_axes.twinx()
+    accuracy = [100 * value for value in history.get("val_acc", [])]
+    accuracy_axes.plot(
+        history.get("val_epoch", []), accuracy, "o-", color="tab:orange", label="validation acc"
+    )
+    accuracy_axes.set_ylabel("validation accuracy (%)", color="tab:orange")
+    accuracy_axes.set_ylim(0, 100)
+    handles = (
+        loss_axes.get_legend_handles_labels()[0] + accuracy_axes.get_legend_handles_labels()[0]
+    )
+    loss_axes.legend(handles, [h.get_label() for h in handles], loc="center right")
+    loss_axes.set_title("learning curves")
+    figure.tight_layout()
+    return figure
+
+
+def confusion_counts(labels: torch.Tensor, predicted: torch.Tensor, classes: int) -> np.ndarray:
+    """counts[true, predicted], an integer matrix that sums to the number of images."""
+    flat = labels.long() * classes + predicted.long()
+    return torch.bincount(flat, minlength=classes * classes).reshape(classes, classes).numpy()
+
+
+def confusion_matrix(counts: np.ndarray, classes: str, title: str) -> Figure:
+    """Rows normalised to the share of each true letter; every non-zero count written in."""
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    figure, axes = plt.subplots(figsize=(9.5, 8.5), dpi=120)
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(len(classes))
+    axes.set_xticks(ticks, list(classes))
+    axes.set_yticks(
+        ticks, [f"{letter} ({total})" for letter, total in zip(classes, totals[:, 0], strict=True)]
+    )
+    axes.tick_params(labelsize=7)
+    axes.set_xlabel("predicted letter")
+    axes.set_ylabel("true letter (images)")
+    for true, guess in zip(*np.nonzero(counts), strict=True):
+        colour = "white" if shares[true, guess] > 0.55 else "black"
+        axes.text(
+            guess,
+            true,
+            str(counts[true, guess]),
+            ha="center",
+            va="center",
+            fontsize=6.5,
+            color=colour,
+        )
+    accuracy = np.trace(counts) / max(counts.sum(), 1)
+    axes.set_title(f"{title}: accuracy {100 * accuracy:.1f}% of {counts.sum()} images")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.02, label="share of the true letter")
+    figure.subplots_adjust(left=0.1, right=0.92, bottom=0.07, top=0.95)
+    return figure
+
+
+def to_pixels(inputs: torch.Tensor, size: int) -> np.ndarray:
+    """Model inputs in [-1, 1] back to grey images in [0, 1], [N, size, size]."""
+    return ((inputs.reshape(-1, size, size).float().cpu() + 1) / 2).clamp(0, 1).numpy()
+
+
+def mistakes(
+    images: np.ndarray,
+    labels: torch.Tensor,
+    probabilities: torch.Tensor,
+    classes: str,
+    count: int = 24,
+) -> Figure:
+    """The wrong predictions the model was surest of, each with its true and predicted letter."""
+    confidence, predicted = probabilities.max(dim=1)
+    wrong = torch.nonzero(predicted != labels).squeeze(1)
+    chosen = wrong[confidence[wrong].argsort(descending=True)][:count].tolist()
+    columns = 8
+    rows = max(1, math.ceil(len(chosen) / columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(1.45 * columns, 1.75 * rows + 0.4), dpi=120)
+    for axes in np.atleast_1d(grid).ravel():
+        axes.axis("off")
+    for axes, index in zip(np.atleast_1d(grid).ravel(), chosen, strict=False):
+        axes.imshow(images[index], cmap="gray", vmin=0, vmax=1)
+        truth, guess = classes[int(labels[index])], classes[int(predicted[index])]
+        axes.set_title(f"{truth} → {guess} {confidence[index]:.2f}", fontsize=8.5, color="darkred")
+    shown = f"{len(chosen)} most confident of {len(wrong)} mistakes" if chosen else "no mistakes"
+    figure.suptitle(f"true → predicted (confidence): {shown}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def tsne_map(features: torch.Tensor, labels: torch.Tensor, classes: str, seed: int = 0) -> Figure:
+    """The reference's picture: a 2-D t-SNE map, each point drawn as its letter, one colour per
+    class."""
+    from sklearn.manifold import TSNE
+
+    points = features.double().cpu().numpy()
+    perplexity = float(min(30.0, max(2.0, (len(points) - 1) / 3)))
+    embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    xy = embedded.fit_transform(points)
+    colours = class_colours(len(classes))
+    figure, axes = plt.subplots(figsize=(8, 8), dpi=120)
+    for (x, y), label in zip(xy, labels.tolist(), strict=True):
+        axes.text(
+            x,
+            y,
+            classes[label],
+            color=colours[label],
+            fontsize=8,
+            ha="center",
+            va="center",
+            fontweight="bold",
+        )
+    margin = 0.05 * (xy.max(axis=0) - xy.min(axis=0) + 1e-9)
+    axes.set_xlim(xy[:, 0].min() - margin[0], xy[:, 0].max() + margin[0])
+    axes.set_ylim(xy[:, 1].min() - margin[1], xy[:, 1].max() + margin[1])
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(f"t-SNE of the logits of {len(points)} images")
+    figure.tight_layout()
+    return figure
+
+
+def annotated_predictions(
+    images: Sequence[np.ndarray], names: Sequence[str], probabilities: torch.Tensor, classes: str
+) -> Figure:
+    """Each input as the model saw it, with its predicted letter and top-3 probabilities."""
+    columns = min(4, len(images))
+    rows = math.ceil(len(images) / columns)
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(2.6 * columns, 3.3 * rows), dpi=120, squeeze=False
+    )
+    for axes in grid.ravel():
+        axes.axis("off")
+    for axes, image, name, row in zip(grid.ravel(), images, names, probabilities, strict=False):
+        axes.imshow(image, cmap="gray", vmin=0, vmax=255)
+        top = row.topk(min(3, len(classes)))
+        lines = [
+            f"{classes[i]} {p:.2f}"
+            for p, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        ]
+        axes.set_title(f"{Path(name).name}\n{classes[int(top.indices[0])]}", fontsize=10)
+        axes.text(
+            0.5,
+            -0.04,
+            "   ".join(lines),
+            transform=axes.transAxes,
+            ha="center",
+            va="top",
+            fontsize=8.5,
+        )
+    figure.tight_layout()
+    return figure
+
+
+def draw_in_parallel(tasks: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
+    """evaluation_pictures for several runs at once, one worker process per core.
+
+    Each task is (the run's TensorBoard folder, evaluation_pictures' other arguments): a
+    worker writes its images and projector there through its own SummaryWriter, which
+    TensorBoard shows as the same run. Workers start fresh ("spawn"):
+    a forked copy of a process that has run torch's thread pool can hang. Returns each
+    task's error (None when it drew everything): one run's full disk stops no other's.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = max(1, min(len(tasks), os.cpu_count() or 1))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+        futures = [pool.submit(_draw_task, task) for task in tasks]
+        return [future.exception() for future in futures]
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)  # the workers share the cores between them
+
+
+def _draw_task(task: tuple[str, dict[str, Any]]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    log_dir, arguments = task
+    if log_dir is None:  # a run without TensorBoard: the PNG files only
+        evaluation_pictures(**arguments)
+        return
+    with SummaryWriter(log_dir) as writer:
+        evaluation_pictures(**arguments, writer=writer)
+
+
+def evaluation_pictures(
+    out_dir: Path,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    classes: str,
+    norm_size: int,
+    title: str,
+    history: dict[str, list[float]] | None = None,
+    writer: Any | None = None,
+    step: int = 0,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Learning curves (given a history), confusion matrix, mistakes and t-SNE map as PNGs in
+    ``out_dir`` and, given a TensorBoard SummaryWriter, as its images plus the projector's
+    embedding with sprites."""
+    probabilities = logits.float().softmax(dim=1)
+    predicted = probabilities.argmax(dim=1)
+    pixels = to_pixels(inputs, norm_size)
+    figures = (
+        {}
+        if not history or not history.get("epoch")
+        else {"learning_curves": learning_curves(history)}
+    )
+    figures |= {
+        "confusion_matrix": confusion_matrix(
+            confusion_counts(labels, predicted, len(classes)), classes, title
+        ),
+        "mistakes": mistakes(pixels, labels, probabilities, classes),
+        "tsne": tsne_map(logits, labels, classes, seed),
+    }
+    paths = {}
+    for name, figure in figures.items():
+        png = figure_png(figure)  # rendered once, for the file and for TensorBoard
+        paths[name] = out_dir / f"{name}.png"
+        write_atomically(paths[name], lambda handle, png=png: handle.write(png))
+        if writer is not None:
+            with Image.open(io.BytesIO(png)) as image:
+                pixels_rgb = np.asarray(image.convert("RGB"))
+            writer.add_image(f"pictures/{name}", pixels_rgb, step, dataformats="HWC")
+    if writer is not None:
+        add_projector(writer, logits, labels, pixels, classes, step)
+    return paths
+
+
+def add_projector(
+    writer: Any,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    pixels: np.ndarray,
+    classes: str,
+    step: int = 0,
+) -> None:
+    """TensorBoard's projector: one point per image, its thumbnail as the sprite, its true and
+    predicted letters as labels, so t-SNE and PCA can be explored interactively."""
+    predicted = features.argmax(dim=1).tolist()
+    metadata = [[classes[t], classes[p]] for t, p in zip(labels.tolist(), predicted, strict=True)]
+    thumbnails = torch.from_numpy(pixels).unsqueeze(1)
+    writer.add_embedding(
+        features.float().cpu(),
+        metadata=metadata,
+        metadata_header=["letter", "predicted"],
+        label_img=thumbnails,
+        global_step=step,
+        tag="logits",
+    )

@@ -1,0 +1,2 @@
+"""Running jobs: prepare a job's config, build and fit a stack, record each run, ensembles,
+resumption, threads and trackers."""
