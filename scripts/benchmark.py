@@ -91,15 +91,16 @@ def synchronize(device: str) -> None:
 def lightning_epochs(
     data, batch_size, epochs, device, members: int = 1, hidden: int = 64
 ) -> list[float]:
-    """letters' engine as letters.train builds it (letters.train.build): a stack of
-    ``members`` runs of the 1024-``hidden``-26 recipe that differ in their seeds."""
+    """letters' engine as letters.train builds it (letters.runs.stack_run.build_stack_run): a
+    stack of ``members`` runs of the 1024-``hidden``-26 recipe that differ in their seeds."""
     import logging
 
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
-    from letters.train import Job, build
+    from letters.runs.jobs import Job
+    from letters.runs.stack_run import build_stack_run
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("letters").setLevel(logging.WARNING)
@@ -124,7 +125,7 @@ def lightning_epochs(
         with open_dict(cfg):
             del cfg["hydra"]
         jobs.append(Job(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True)), run_dir))
-    stack = build(jobs)
+    stack = build_stack_run(jobs)
     stack.data = data
     data.batch_size, data.steps_per_call = batch_size, jobs[0].cfg.steps_per_call
     timer = EpochTimer(device)

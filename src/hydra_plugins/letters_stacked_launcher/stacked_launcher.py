@@ -1,13 +1,12 @@
 """``hydra/launcher=stacked``: train the compatible jobs of a multirun together, as one stack.
 
-A task function that supports stacking carries an attribute ``stacking`` (letters.train's
-does) with ``prepare(cfg) -> Job | float``, ``key(job) -> str``, ``train(jobs) -> list[float]``
-and ``record_failure(job_or_run_dir, error)``. The launcher then works in three phases:
+A task function that supports stacking carries an attribute ``stacking`` that follows the
+``Stacking`` protocol below (letters.train's does). The launcher then works in three phases:
 
 1. Each job in turn goes through Hydra's ``run_job``, exactly as with the basic launcher, but
    with a task function that only calls ``stacking.prepare``: every job gets its directory,
    ``.hydra/`` and its job log, and its config is validated and resolved. A job whose config
-   is bad comes back as a float (its failed score, already recorded by ``prepare``).
+   is bad comes back as a float (its score, the failure already recorded by ``prepare``).
 2. The prepared jobs are grouped by ``stacking.key`` (in order of first appearance), each group
    is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack.
    Meanwhile each job's log file (``train.log``) receives the records about it: those without
@@ -40,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (
@@ -58,9 +57,23 @@ from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
-# The value of a job whose stack failed for a reason other than the job itself (a bug): the
-# lowest accuracy, as the engine returns for a failed or diverged job.
-FAILED_SCORE = 0.0
+
+class Stacking(Protocol):
+    """What a task function's ``stacking`` attribute offers the launcher. A prepared job is
+    whatever the app makes of one job's config; the launcher only passes it back."""
+
+    def prepare(self, cfg: DictConfig) -> Any:
+        """Check and resolve one job's config (Hydra's config for that job is current): a
+        prepared job, or a float, the job's score when it cannot run (already recorded)."""
+
+    def key(self, job: Any) -> str:
+        """Jobs with equal keys may train together as one stack."""
+
+    def train(self, jobs: list[Any]) -> list[float]:
+        """Train ``jobs`` as one stack and return each job's score, in order."""
+
+    def record_failure(self, job: Any, error: BaseException) -> float:
+        """Record that ``job`` could not train because of ``error``; return its score."""
 
 
 class MemberFilter(logging.Filter):
@@ -133,9 +146,9 @@ def _copy_settings(source: logging.Handler, target: logging.Handler) -> None:
 
 
 @dataclass
-class Member:
-    """A prepared job: its number in the sweep, what run_job returned, the engine's Job and
-    the logging its task function ran under."""
+class PreparedJob:
+    """A job after phase 1: its number in the sweep, what run_job returned, what
+    ``Stacking.prepare`` made of it, and the logging its task function ran under."""
 
     num: int
     job_return: JobReturn
@@ -144,7 +157,7 @@ class Member:
 
 
 @contextmanager
-def stack_logging(stack: Sequence[Member]) -> Iterator[None]:
+def stack_logging(stack: Sequence[PreparedJob]) -> Iterator[None]:
     """Route the records emitted while ``stack`` trains: all to the console, each job's to its
     log files; put the root logger back as it was afterwards."""
     root = logging.getLogger()
@@ -252,7 +265,7 @@ class StackedLauncher(Launcher):
         return runs
 
     def launch_stacked(
-        self, stacking: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+        self, stacking: Stacking, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> list[JobReturn]:
         assert self.task_function is not None
         logs: dict[int, LogSetup] = {}
@@ -269,11 +282,11 @@ class StackedLauncher(Launcher):
         runs = self.run_jobs(job_overrides, initial_job_idx, task_for)
 
         # Phase 2: group the prepared jobs and train each stack.
-        groups: dict[str, list[Member]] = {}
+        groups: dict[str, list[PreparedJob]] = {}
         for position, job_return in enumerate(runs):
             if job_return.status != JobStatus.COMPLETED or is_score(job_return.return_value):
                 continue  # prepare raised, or recorded the failure and returned its score
-            member = Member(
+            member = PreparedJob(
                 initial_job_idx + position, job_return, job_return.return_value, logs[position]
             )
             try:
@@ -289,7 +302,7 @@ class StackedLauncher(Launcher):
         # Phase 3: train_stack has put each job's value into its JobReturn.
         return runs
 
-    def train_stack(self, stacking: Any, stack: list[Member]) -> None:
+    def train_stack(self, stacking: Stacking, stack: list[PreparedJob]) -> None:
         nums = ",".join(str(member.num) for member in stack)
         log.info(f"stack of {len(stack)}: jobs {nums}")
         first = stack[0].job_return.hydra_cfg
@@ -305,17 +318,22 @@ class StackedLauncher(Launcher):
             except Exception as error:
                 log.exception(f"stack of {len(stack)} (jobs {nums}) failed")
                 self.record_failures(stacking, stack, error)
-                values = [FAILED_SCORE] * len(stack)
+                return
         for member, value in zip(stack, values, strict=True):
             member.job_return.return_value = value
             member.job_return.status = JobStatus.COMPLETED
 
     @staticmethod
-    def record_failures(stacking: Any, members: list[Member], error: BaseException) -> None:
+    def record_failures(
+        stacking: Stacking, members: list[PreparedJob], error: BaseException
+    ) -> None:
+        """Each job's score is what the app records for it; a job whose failure cannot even
+        be recorded fails as Hydra's basic launcher fails a job that raised."""
         for member in members:
-            member.job_return.return_value = FAILED_SCORE
-            member.job_return.status = JobStatus.COMPLETED
             try:
-                stacking.record_failure(member.job, error)
-            except Exception:
+                member.job_return.return_value = stacking.record_failure(member.job, error)
+                member.job_return.status = JobStatus.COMPLETED
+            except Exception as unrecorded:
                 log.exception(f"job {member.num}: stacking.record_failure failed")
+                member.job_return.return_value = unrecorded
+                member.job_return.status = JobStatus.FAILED

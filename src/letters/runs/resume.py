@@ -1,46 +1,32 @@
 """Continuing a run in its own directory: ``python -m letters.train resume=RUN_DIR``, and a
 whole sweep in its own: the same multirun command plus ``hydra.sweep.dir=DIR resume=true``.
 
-Hydra's run directory follows ``resume`` (conf/hydra/default.yaml uses the resolvers below),
+Hydra's run directory follows ``resume`` (conf/hydra/default.yaml uses letters.common.resolvers),
 and the run's own saved config comes back with ``resume`` pointing at its ``last.ckpt``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from letters.common.config import check_handed_over
 from letters.common.errors import ConfigError, LettersError, first_line
+from letters.common.records import (
+    FAILED_SCORE,
+    RecordError,
+    Status,
+    is_number,
+    read_record,
+    score,
+    status_of,
+)
 
 log = logging.getLogger("letters.train")
-
-
-def resumed_run_dir(resume: str | bool | None, new_run_dir: str) -> str:
-    """hydra.run.dir: a resumed run finishes in its own directory, a new run gets a new one."""
-    if not resume or resume is True:  # resume=true is for sweeps (their own directories)
-        return new_run_dir
-    path = Path(resume)
-    return str(path.parent.parent if path.suffix == ".ckpt" else path)
-
-
-OmegaConf.register_new_resolver("letters_run_dir", resumed_run_dir, replace=True)
-
-
-def hydra_subdir(resume: str | bool | None, output_dir: str) -> str:
-    """hydra.output_subdir: a continued run keeps the .hydra/ it started with and records how
-    it was continued beside it; a run that never started gets .hydra/ as usual."""
-    if resume and (Path(output_dir) / ".hydra").is_dir():
-        return f".hydra-resumed/{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
-    return ".hydra"
-
-
-OmegaConf.register_new_resolver("letters_hydra_subdir", hydra_subdir, replace=True)
 
 
 def scheduler_job_id() -> str | None:
@@ -61,12 +47,12 @@ def requeued_job(run_dir: Path) -> bool:
     if job_id is None:
         return False
     try:
-        record = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        record = read_record(run_dir)
+    except RecordError:
         return False
     return (
-        isinstance(record, dict)
-        and record.get("status") == "interrupted"
+        record is not None
+        and status_of(record) is Status.INTERRUPTED
         and record.get("scheduler_job_id") == job_id
     )
 
@@ -78,21 +64,14 @@ def continue_sweep_job(
     finished returns its recorded validation accuracy (it is not run again); one that was
     interrupted continues from its last.ckpt (with the command's ``epochs``, the one setting
     a continued run may change); one that never started runs from the start."""
-    previous = run_dir / "metrics.json"
-    if previous.is_file():
-        try:
-            record = json.loads(previous.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise LettersError(f"{previous}: unreadable ({error})") from None
-        status = record.get("status")
-        if status == "finished" and isinstance(record.get("val_acc"), int | float):
-            log.info("%s: finished before; its recorded val_acc is reused", run_dir)
-            return float(record["val_acc"])
-        if status in ("diverged", "failed"):
-            from letters.train import FAILED_SCORE
-
-            log.info("%s: %s before; not run again", run_dir, status)
-            return FAILED_SCORE
+    record = read_record(run_dir)
+    status = status_of(record)
+    if status is Status.FINISHED and record is not None and is_number(record.get("val_acc")):
+        log.info("%s: finished before; its recorded val_acc is reused", run_dir)
+        return score(record)
+    if status in (Status.DIVERGED, Status.FAILED):
+        log.info("%s: %s before; not run again", run_dir, status)
+        return FAILED_SCORE
     continuable = (run_dir / "checkpoints" / "last.ckpt").is_file() or (
         run_dir / "members"
     ).is_dir()
@@ -137,8 +116,6 @@ def resumed_config(cfg: DictConfig, run_dir: Path, task_overrides: list[str]) ->
 
 def read_run_config(saved: Path, resume: Any) -> DictConfig:
     """A run's saved config.yaml, refusing what it may not instantiate (check_handed_over)."""
-    from letters.common.config import check_handed_over
-
     if not saved.is_file():
         raise LettersError(f"{saved}: not found, so {resume} cannot be resumed")
     try:

@@ -12,73 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 log = logging.getLogger("letters.train")
-
-# Overrides that choose where and how a run happens rather than what it is: never in a name.
-SETUP_KEYS = (
-    "data",
-    "hydra",
-    "experiment",
-    "hparams_search",
-    "resume",
-    "pictures",
-    "torch_threads",
-    "cache_dir",
-    "debug",
-    "logger",
-    "trainer",
-    "name",
-)
-
-
-def swept_keys(hydra_cfg: Any) -> set[str] | None:
-    """The keys a multirun varies, when the sweep says so: its sweeper's ``params`` and the
-    command line's sweeps (``momentum=0.9,0.95``, from the sweep's multirun.yaml); None when
-    the sweeper keeps the command line to itself (Optuna)."""
-    from letters.common.multirun import read_sweep, sweep_overrides
-
-    sweep = read_sweep(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
-    parsed = sweep_overrides(sweep) if sweep is not None else None
-    if parsed is None:
-        return None
-    keys = set(OmegaConf.select(hydra_cfg, "sweeper.params") or {})
-    return keys | {o.key_or_group for o in parsed if o.is_sweep_override()}
-
-
-def run_label(single: str = "") -> str:
-    """A multirun job's values of what the sweep varies, e.g. ``momentum=0.9,seed=2``. For a
-    single run: "", or its folder's name with ``single="name"``. Resolved
-    (``${letters_run_label:}``) while Hydra's config of the job is current, then saved in
-    the run's config.yaml."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.types import RunMode
-
-    if not HydraConfig.initialized():
-        return ""
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return Path(HydraConfig.get().runtime.output_dir).name if single == "name" else ""
-    hydra_cfg = HydraConfig.get()
-    keys = swept_keys(hydra_cfg)
-    parts = []
-    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
-        key = override.key_or_group
-        if keys is not None and key not in keys:
-            continue
-        if keys is None and key.split(".")[0].split("/")[0] in SETUP_KEYS:
-            continue
-        parts.append(f"{key}={override.get_value_element_as_str()}")
-    label = ",".join(parts) or str(hydra_cfg.job.num)
-    return label.replace("/", "_").replace(" ", "")
-
-
-OmegaConf.register_new_resolver("letters_run_label", run_label, replace=True)
-
 
 # TensorBoard's CUSTOM SCALARS: one chart per measure, every split on it.
 CHARTS = {

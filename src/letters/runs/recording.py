@@ -1,0 +1,266 @@
+"""Recording a stack run: each member's test of its best checkpoint, its pictures, its
+trackers' final values and its metrics.json (letters.common.records); or, when a signal stopped
+training, each member's interrupted record and the exit a scheduler expects."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from letters.common.errors import LettersError
+from letters.common.files import shown_path
+from letters.common.records import RunRecord, Status, record_line, score, write_record
+from letters.engine.checkpoint import load_classifier
+from letters.engine.evaluate import Predictions, predict_split
+from letters.reporting.pictures import draw_in_parallel, evaluation_pictures
+from letters.runs.jobs import multirun
+from letters.runs.resume import scheduler_job_id
+from letters.runs.stack_run import StackRun
+
+log = logging.getLogger("letters.train")
+
+
+def flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """The hyper-parameters a table or the HParams dashboard compares runs by."""
+    return {
+        "optimizer": cfg.optimizer.name,
+        "lr": cfg.lr,
+        "momentum": cfg.optimizer.get("momentum"),
+        "weight_decay": cfg.weight_decay,
+        "hidden_sizes": ",".join(str(size) for size in cfg.hidden_sizes),
+        "activation": cfg.activation,
+        "init": cfg.init,
+        "reduction": cfg.reduction,
+        "input_norm": cfg.input_norm,
+        "augment": "photo" if cfg.augment else "none",
+        "scheduler": cfg.scheduler,
+        "test_time_polarity": cfg.test_time_polarity,
+        "test_time_shift": cfg.get("test_time_shift", 0),
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "norm_size": cfg.norm_size,
+        "data": cfg.data._target_.rsplit(".", 1)[-1],
+        "ensemble": cfg.get("ensemble", 1),
+        "pretrain": pretrain_name(cfg),
+    }
+
+
+def pretrain_name(cfg: DictConfig) -> str:
+    """What the run pre-trains on, e.g. 'synthetic x10' (epochs), or 'none'."""
+    pretrain = cfg.get("pretrain")
+    if not pretrain:
+        return "none"
+    source = pretrain.data._target_.rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+    return f"{source} x{pretrain.epochs}"
+
+
+def record_stack(stack: StackRun, strict: bool) -> list[float]:
+    """Per member: test its best checkpoint, draw its pictures, log and write its metrics."""
+    stopped_by = stack.stopper.signal
+    if stack.interrupted_in_pretraining:
+        record_interrupted(stack, stopped_by, pretraining=True)
+    if stopped_by is not None and stack.trainer.current_epoch < stack.trainer.max_epochs:
+        record_interrupted(stack, stopped_by)
+    tested = [test_member(stack, member) for member in range(len(stack.jobs))]
+    pictures = {
+        member: picture_task(stack, member, predictions)
+        for member, (_, predictions) in enumerate(tested)
+        if predictions is not None and stack.jobs[member].cfg.pictures
+    }
+    unwritten = draw_pictures(stack, pictures)
+    for member, message in unwritten.items():
+        tested[member][0]["pictures_error"] = message
+    scores = [finish_member(stack, member, record) for member, (record, _) in enumerate(tested)]
+    if strict and unwritten:  # the run is recorded; its exit status says what went wrong
+        raise LettersError(unwritten[0])
+    diverged = stack.model.diverged_at[0]
+    if strict and diverged is not None:
+        run_dir = shown_path(stack.jobs[0].run_dir)
+        raise LettersError(
+            f"training diverged (non-finite loss at epoch {diverged[0]}, step {diverged[1]}); "
+            f"{run_dir}/metrics.json records it"
+        )
+    return scores
+
+
+def draw_pictures(stack: StackRun, pictures: dict[int, dict[str, Any]]) -> dict[int, str]:
+    """Draw each member's pictures. A picture that cannot be written (a full disk, a folder
+    that cannot be made) is logged in one line and returned by member, so that every run is
+    still tested and recorded."""
+
+    if len(pictures) == 1:  # one run: draw here, into its open TensorBoard writer
+        ((member, task),) = pictures.items()
+        tensorboard = stack.trackers[member].tensorboard
+        try:
+            writer = tensorboard.experiment if tensorboard is not None else None
+            evaluation_pictures(**task, writer=writer)
+            errors: dict[int, BaseException | None] = {member: None}
+        except (LettersError, OSError) as error:
+            errors = {member: error}
+    elif pictures:  # a stack: each member's pictures in a worker process, side by side
+        tasks = [
+            (getattr(stack.trackers[member].tensorboard, "log_dir", None), task)
+            for member, task in pictures.items()
+        ]
+        errors = dict(zip(pictures, draw_in_parallel(tasks), strict=True))
+    else:
+        errors = {}
+    unwritten = {}
+    for member, error in errors.items():
+        if error is None:
+            continue
+        if not isinstance(error, LettersError | OSError):
+            raise error
+        unwritten[member] = written_error(error)
+        log.error("pictures not drawn: %s", unwritten[member], extra={"member": member})
+    return unwritten
+
+
+def written_error(error: BaseException) -> str:
+    """One line for a failed write: a LettersError's own, or an OSError's file and reason."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error)
+
+
+def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = False) -> None:
+    """A signal stopped training: each member's metrics.json (and an ensemble's own) says so
+    and how to continue, then the process exits with 128 + the signal's number (143 for
+    SIGTERM, 130 for SIGINT), as a scheduler expects of a job it stopped. Nothing is tested or
+    drawn: the time a scheduler grants after its signal is short. Under submitit its
+    preemption signal goes on to submitit's handler instead, which requeues the job; the
+    requeued job continues from last.ckpt by itself (letters.runs.resume.requeued_job).
+
+    Stopped during ``pretraining`` there is no checkpoint yet: the record says the run must
+    start again (``resume`` null, and no scheduler job id, so that a requeue starts it over).
+    """
+
+    epochs = stack.trainer.current_epoch
+    job_id = None if pretraining else scheduler_job_id()
+    then = "Continue with:"
+    if stack.stopper.requeue:
+        then = "submitit requeues the job, which continues from it by itself; by hand:"
+    ensembles: dict[Path, RunRecord] = {}
+    for member, job in enumerate(stack.jobs):
+        # A member of an ensemble continues with the whole ensemble, which joins it again.
+        command = f"python -m letters.train resume={shown_path(job.member_of or job.run_dir)}"
+        record = member_record(stack, member, Status.INTERRUPTED)
+        record.update(
+            signal=stopped_by.name, epochs=job.cfg.epochs, resume=None if pretraining else command
+        )
+        if job_id is not None:
+            record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
+        write_record(job.run_dir, record)
+        if job.member_of is not None:
+            keys = ("signal", "epochs", "epochs_completed", "resume", "scheduler_job_id")
+            ensembles[job.member_of] = {"status": Status.INTERRUPTED} | {
+                key: record[key] for key in keys if key in record
+            }
+        stack.trackers[member].finalize(Status.INTERRUPTED)
+        if pretraining:
+            log.warning(
+                "interrupted by %s during pre-training; no checkpoint yet: run the command again",
+                stopped_by.name,
+                extra={"member": member},
+            )
+            continue
+        log.warning(
+            "interrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
+            stopped_by.name,
+            epochs,
+            job.cfg.epochs,
+            then,
+            command,
+            extra={"member": member},
+        )
+    for run_dir, ensemble in ensembles.items():
+        write_record(run_dir, ensemble)
+    stack.stopper.hand_over()  # submitit's preemption signal: its handler requeues and exits
+    raise SystemExit(128 + int(stopped_by))
+
+
+def member_record(stack: StackRun, member: int, status: Status) -> RunRecord:
+    """What training left of one member, for its metrics.json: ``status`` unless it
+    diverged, its settings, where it stands and its last and best validation accuracy."""
+    job, history = stack.jobs[member], stack.model.histories[member]
+    diverged = stack.model.diverged_at[member]
+    record: RunRecord = {
+        "status": status if diverged is None else Status.DIVERGED,
+        "params": flat_params(job.cfg),
+        "run_dir": str(job.run_dir),
+        "stack_size": len(stack.jobs),
+    }
+    if diverged is not None:
+        record.update(diverged_epoch=diverged[0], diverged_step=diverged[1])
+    record["val_acc"] = history["val_acc"][-1] if history["val_acc"] else None
+    record["train_loss"] = history["train_loss"][-1] if history["train_loss"] else None
+    record["train_seconds"] = round(time.perf_counter() - stack.started, 2)
+    record["epochs_completed"] = len(history["epoch"])
+    record["best_val_acc"] = stack.checkpoints.best_scores[member]
+    if stack.pretrained is not None:
+        record["pretrained"] = stack.pretrained
+    return record
+
+
+def test_member(stack: StackRun, member: int) -> tuple[RunRecord, Predictions | None]:
+    """A member's record so far, and its best checkpoint's predictions on the test split."""
+
+    job, model = stack.jobs[member], stack.model
+    record = member_record(stack, member, Status.FINISHED)
+    record["test_acc"] = record["test_loss"] = None
+    best = stack.checkpoints.best_path(member)
+    if best is None or not best.is_file():
+        return record, None
+    # Exactly what letters.test does with this file: a stack of one rebuilt from it.
+    predictions = predict_split(load_classifier(best, model.device), *stack.data.splits["test"])
+    record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
+    # How many letters it ever answers: one or two means it collapsed (letters.report flags it).
+    record["predicted_classes"] = int(predictions.logits.argmax(-1).unique().numel())
+    record["best_checkpoint"] = str(best.relative_to(job.run_dir))
+    return record, predictions
+
+
+def picture_task(stack: StackRun, member: int, predictions: Any) -> dict[str, Any]:
+    """evaluation_pictures' arguments for one member, but its TensorBoard writer."""
+    job = stack.jobs[member]
+    return {
+        "out_dir": job.run_dir / "pictures",
+        "inputs": stack.data.splits["test"][0].cpu(),
+        "labels": stack.data.splits["test"][1].cpu(),
+        "logits": predictions.logits,
+        "classes": stack.data.classes,
+        "norm_size": job.cfg.norm_size,
+        "title": "test split, best checkpoint",
+        "history": stack.model.histories[member],
+        "step": stack.trainer.global_step,
+        "seed": job.cfg.seed,
+    }
+
+
+def finish_member(stack: StackRun, member: int, record: RunRecord) -> float:
+    """Give the member's trackers its test metrics and hyper-parameters, write its
+    metrics.json, say so."""
+
+    job, trackers = stack.jobs[member], stack.trackers[member]
+    final = {}
+    if record["test_acc"] is not None:
+        final = {"accuracy/test": record["test_acc"], "loss/test": record["test_loss"]}
+    record["wall_seconds"] = round(time.perf_counter() - stack.started, 2)
+    trackers.log_final(record["params"], final, stack.trainer.global_step)
+    trackers.finalize("success")
+    write_record(job.run_dir, record)
+    log.info("%s", record_line(record), extra={"member": member})
+    if not multirun() and job.member_of is None:  # a sweep or an ensemble sums up itself
+        print_summary(job.run_dir)
+    return score(record)
+
+
+def print_summary(run_dir: Path) -> None:
+    """Where the run's files are (its summary line is logged just before)."""
+    run_dir = shown_path(run_dir)
+    print(f"outputs: {run_dir}\ntensorboard --logdir {run_dir}", flush=True)

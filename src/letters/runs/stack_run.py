@@ -1,0 +1,210 @@
+"""A stack run: build the data, the stacked model, each member's trackers and checkpoints and
+the Trainer for K prepared jobs, then fit them (pre-training first where the recipe has it)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+from letters.common.errors import LettersError
+from letters.data.modules import LetterDataModule
+from letters.engine.callbacks import (
+    GracefulStop,
+    MemberCheckpoints,
+    StepProgressBar,
+    ValidateLastEpoch,
+)
+from letters.engine.checkpoint import read_checkpoint
+from letters.engine.members import MEMBER_KEYS, member_settings
+from letters.engine.module import LetterClassifier
+from letters.runs.jobs import Job
+from letters.runs.threads import runs_beside_others, set_torch_threads
+from letters.runs.trackers import RunTrackers
+
+log = logging.getLogger("letters.train")
+
+
+@dataclass
+class StackRun:
+    """One training of K jobs as one stack: everything it needs, built from their configs.
+    (A "stack" is the K members trained as one batched model; this is one run of it.)"""
+
+    jobs: list[Job]
+    data: LetterDataModule
+    model: LetterClassifier
+    trainer: pl.Trainer
+    checkpoints: MemberCheckpoints
+    trackers: list[RunTrackers]  # one per member
+    started: float
+    stopper: GracefulStop  # which signal, if any, stopped training
+    pretrain_data: LetterDataModule | None = None  # pretrain=...'s data, when the recipe has it
+    pretrained: dict[str, Any] | None = None  # what pre-training did, for each metrics.json
+    interrupted_in_pretraining: bool = False  # a signal came before the real data trained
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's advertising and a deprecation warning it raises on itself."""
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # letters logs per epoch only; Lightning warns when an epoch has fewer calls than this.
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+        lambda record: "Tip:" not in record.getMessage()
+    )
+
+
+def build_stack_run(jobs: list[Job]) -> StackRun:
+    """Data, the stacked model, one logger and one checkpoint directory per member, Trainer."""
+
+    started = time.perf_counter()
+    cfg = jobs[0].cfg  # everything but the member settings is the same in every job
+    quiet_lightning()
+
+    set_torch_threads(cfg)  # torch_threads, or by launcher when null
+    data = instantiate(cfg.data).prepare()
+    log.info("data: %s", data.describe())
+    pretrain_data = None
+    if cfg.get("pretrain") and not cfg.resume:  # a resumed run's weights are already trained
+        pretrain_data = instantiate(cfg.pretrain.data).prepare()
+        log.info("pre-training data: %s", pretrain_data.describe())
+    model = LetterClassifier(
+        norm_size=cfg.norm_size,
+        classes=data.classes,
+        hidden_sizes=list(cfg.hidden_sizes),
+        activation=cfg.activation,
+        reduction=cfg.reduction,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        data=OmegaConf.to_container(cfg.data, resolve=True),
+        input_norm=cfg.input_norm,
+        augment=OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None,
+        scheduler=cfg.scheduler,
+        test_time_polarity=cfg.test_time_polarity,
+        test_time_shift=cfg.test_time_shift,
+        members=[member_settings(job.cfg) for job in jobs],
+    )
+    trackers = [RunTrackers.from_config(job.cfg.get("logger")) for job in jobs]
+    for member_trackers in trackers:
+        member_trackers.open()  # an unwritable folder fails now, before any training
+    model.member_trackers = trackers
+    checkpoints = MemberCheckpoints([job.run_dir for job in jobs])
+    stopper = GracefulStop()
+    settings = trainer_settings(cfg)
+    trainer = pl.Trainer(
+        **settings,
+        logger=False,  # each member logs to its own trackers (LetterClassifier.log_member)
+        enable_checkpointing=False,  # each member's checkpoints: MemberCheckpoints
+        callbacks=[ValidateLastEpoch(), checkpoints, stopper]
+        + ([StepProgressBar()] if settings["enable_progress_bar"] else []),
+        default_root_dir=jobs[0].run_dir,
+    )
+    return StackRun(
+        jobs, data, model, trainer, checkpoints, trackers, started, stopper, pretrain_data
+    )
+
+
+def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The Trainer's arguments from the ``trainer`` group, with what letters decides itself:
+    the progress bar and, under SLURM, who requeues."""
+    settings = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if settings.get("enable_progress_bar") is None:  # a terminal, and no other job beside
+        settings["enable_progress_bar"] = sys.stderr.isatty() and not runs_beside_others()
+
+    if SLURMEnvironment.detect() and not settings.get("plugins"):
+        # One requeue mechanism: submitit's (GracefulStop), which saves every member and
+        # records each run; Lightning's own would write a checkpoint of the whole stack.
+        settings["plugins"] = [SLURMEnvironment(auto_requeue=False)]
+    return settings
+
+
+def fit(stack: StackRun) -> None:
+
+    resume = stack.jobs[0].cfg.resume
+    if resume:  # only a stack of one resumes: stack_key keeps resume= jobs apart
+        # One clear line if it is damaged or too old, before Lightning reads it.
+        if "upgraded_from" in read_checkpoint(resume):
+            raise LettersError(
+                f"{resume}: written by letters 0.1, before stacks; letters.test and "
+                "letters.predict read it, but training cannot continue from it"
+            )
+        log.info("resuming from %s", resume)
+    if len(stack.jobs) > 1:
+        log.info("a stack of %d runs: %s", len(stack.jobs), ", ".join(describe(stack.jobs)))
+    stack.stopper.install()
+    try:
+        if stack.pretrain_data is not None:
+            pretrain(stack)
+            if stack.interrupted_in_pretraining:
+                return
+        # weights_only: a checkpoint is data; resuming from one must not run code from it.
+        stack.trainer.fit(
+            stack.model, datamodule=stack.data, ckpt_path=resume or None, weights_only=True
+        )
+    finally:
+        stack.stopper.restore()
+
+
+def pretrain(stack: StackRun) -> None:
+    """Train every member on the pre-training data (pretrain=...) for its own epochs, with
+    the run's optimizer and schedule, before the real data trains it with fresh ones.
+
+    Nothing of it is validated, checkpointed or logged per epoch: the run's records, curves
+    and checkpoints are those of the real data. A signal during pre-training leaves nothing
+    to continue from: ``interrupted_in_pretraining`` says so, and the run's record says to start
+    again.
+    """
+
+    cfg, model = stack.jobs[0].cfg, stack.model
+    epochs = int(cfg.pretrain.epochs)
+    log.info("pre-training: %d epochs of %s", epochs, stack.pretrain_data.name)
+    settings = trainer_settings(cfg)
+    settings.update(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0)
+    progress = settings["enable_progress_bar"]
+    trainer = pl.Trainer(
+        **settings,
+        logger=False,
+        enable_checkpointing=False,
+        callbacks=[stack.stopper] + ([StepProgressBar("Pre-training epoch")] if progress else []),
+        default_root_dir=stack.jobs[0].run_dir,
+    )
+    started = time.perf_counter()
+    trackers, model.member_trackers = model.member_trackers, []
+    try:
+        trainer.fit(model, datamodule=stack.pretrain_data, weights_only=True)
+    finally:
+        model.member_trackers = trackers
+    losses = [
+        history["train_loss"][-1] if history["train_loss"] else None for history in model.histories
+    ]
+    model.start_afresh()
+    stack.pretrained = {
+        "data": stack.pretrain_data.name,
+        "epochs": trainer.current_epoch,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    for member, loss in enumerate(losses):
+        log.info(
+            "pre-trained: %d epochs of %s in %.1f s, train_loss %s",
+            trainer.current_epoch,
+            stack.pretrain_data.name,
+            stack.pretrained["seconds"],
+            "-" if loss is None else f"{loss:.4f}",
+            extra={"member": member},
+        )
+    stack.pretrain_data = None  # its tensors are not needed again (on a GPU, its memory)
+    stack.interrupted_in_pretraining = stack.stopper.signal is not None
+
+
+def describe(jobs: list[Job]) -> list[str]:
+    """Each job's per-member settings that differ within the stack, e.g. 'momentum=0.9 seed=1'."""
+
+    settings = [member_settings(job.cfg) for job in jobs]
+    varying = [key for key in MEMBER_KEYS if len({str(s[key]) for s in settings}) > 1]
+    return [" ".join(f"{key}={s[key]}" for key in varying) or "-" for s in settings]

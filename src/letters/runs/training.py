@@ -1,0 +1,28 @@
+"""Training one stack of prepared jobs from start to end: build, fit, record."""
+
+from __future__ import annotations
+
+from letters.data.modules import LetterDataModule
+from letters.runs.jobs import Job, record_failure
+from letters.runs.recording import record_stack
+from letters.runs.stack_run import build_stack_run, fit
+
+
+def train_stack(
+    jobs: list[Job], strict: bool = False
+) -> tuple[list[float], LetterDataModule | None]:
+    """Build, fit and record ``jobs`` as one stack. Returns each job's score and the stack's
+    data (None when the stack could not be built), which an ensemble evaluates its joined
+    checkpoint on. ``strict`` (a single run): errors raise instead of being recorded."""
+    data = None
+    try:
+        stack = build_stack_run(jobs)
+        data = stack.data
+        fit(stack)
+        return record_stack(stack, strict), data
+    except Exception as error:
+        if strict:
+            raise
+        if len(jobs) == 1:
+            return [record_failure(jobs[0], error)], data
+        return [record_failure(job, error, member) for member, job in enumerate(jobs)], data
