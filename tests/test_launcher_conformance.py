@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 
 from hydra_plugins.letters_stacked_launcher.stacked_launcher import (
     LogSetup,
-    Member,
+    PreparedJob,
     StackedLauncher,
     stack_logging,
 )
@@ -147,8 +147,10 @@ class FakeStacking:
             raise RuntimeError(f"a bug in train for a={self.bug}")
         return [10.0 * value + 1 for value in values]
 
-    def record_failure(self, job_or_run_dir: Any, error: BaseException) -> None:
-        self.failures.append((job_or_run_dir.cfg.a, str(error)))
+    def record_failure(self, job: FakeJob, error: BaseException) -> float:
+        """The score of a job that could not train is the app's: 0.0 here."""
+        self.failures.append((job.cfg.a, str(error)))
+        return 0.0
 
 
 def stacked_sweep(
@@ -283,7 +285,7 @@ def test_stack_logging_routes_members_and_restores_the_root_logger(tmp_path: Pat
         handler.setFormatter(formatter)
         setups.append(LogSetup(logging.DEBUG, [console, handler]))
         handler.close()
-    members = [Member(i, None, None, setup) for i, setup in enumerate(setups)]  # type: ignore[arg-type]
+    members = [PreparedJob(i, None, None, setup) for i, setup in enumerate(setups)]  # type: ignore[arg-type]
     try:
         with stack_logging(members):
             assert root.level == logging.DEBUG

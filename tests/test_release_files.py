@@ -9,7 +9,9 @@ for what the old release wrote.
 
 from __future__ import annotations
 
+import importlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -115,3 +117,19 @@ def test_an_old_run_continues_from_its_last_checkpoint(user_folder: Path) -> Non
     assert made_in != run
     if not made_in_existed:
         assert not made_in.exists(), f"the continued run wrote into {made_in}"
+
+
+SAVED_REFERENCES = re.compile(r"(?:_target_|custom_search_space): (letters\.[\w.]+)")
+
+
+def test_what_saved_files_name_is_importable() -> None:
+    """Every letters class or function that a file written by the release before the package
+    layout names (a config's ``_target_``, a search space) can still be imported, including
+    those only 0.1's searches name."""
+    texts = [path.read_text() for path in FIXTURE.rglob("*.yaml")]
+    named = {match for text in texts for match in SAVED_REFERENCES.findall(text)}
+    named |= {"letters.search.momentum_where_used"}  # an Optuna search's hydra.yaml
+    assert "letters.sweep_summary.SweepSummary" in named
+    for reference in sorted(named):
+        module, _, name = reference.rpartition(".")
+        assert callable(getattr(importlib.import_module(module), name)), reference

@@ -26,7 +26,7 @@ def image_paths(cfg: DictConfig) -> list[str]:
 def predict(cfg: DictConfig) -> int:
     """Print a prediction per image; return how many images failed."""
     from letters.data.images import load_grey, to_model_input
-    from letters.engine.checkpoint import load_classifier
+    from letters.engine.checkpoint import load_classifier  # start-up: Lightning, after checks
 
     paths = image_paths(cfg)
     model = load_classifier(cfg.ckpt, cfg.device)
@@ -47,7 +47,7 @@ def predict(cfg: DictConfig) -> int:
         if cfg.annotate:  # shown larger than the model's input, for a person to read
             shown.append((path, load_grey(path, 96), probabilities.cpu()))
     if cfg.annotate and shown:
-        from letters.reporting.pictures import annotated_predictions, save_figure
+        from letters.reporting.pictures import annotated_predictions, save_figure  # matplotlib
 
         names, images, probabilities = zip(*shown, strict=True)
         figure = annotated_predictions(images, names, torch.stack(probabilities), classes)

@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from letters.common.config import check_handed_over
 from letters.common.entry import hydra_command
 from letters.common.errors import ConfigError
+from letters.common.files import write_json
 
 SPLIT_CHOICES = ("test", "validation", "train")
 
@@ -23,8 +25,6 @@ def default_out_dir(ckpt: Path, data_name: str, split: str) -> Path:
 
 def data_for(cfg: DictConfig, model: Any, ckpt: Path):
     """The data the user chose, or else the data the checkpoint was trained on."""
-    from hydra.utils import instantiate
-
     if cfg.get("data") is not None:
         data_cfg = OmegaConf.merge(cfg.data, {"norm_size": model.hparams.norm_size})
     else:
@@ -36,8 +36,7 @@ def data_for(cfg: DictConfig, model: Any, ckpt: Path):
 def test(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split not in SPLIT_CHOICES:
         raise ConfigError(f"split={cfg.split!r} is not one of: {', '.join(SPLIT_CHOICES)}")
-    from letters.common.files import write_json
-    from letters.engine.checkpoint import load_classifier
+    from letters.engine.checkpoint import load_classifier  # start-up: Lightning, after checks
     from letters.engine.evaluate import predict_split
 
     ckpt = Path(cfg.ckpt)
@@ -61,7 +60,7 @@ def test(cfg: DictConfig) -> dict[str, Any]:
         flush=True,
     )
     if cfg.pictures:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # start-up: only with pictures
 
         from letters.reporting.pictures import evaluation_pictures
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from letters.common.entry import CONF_DIR
 from letters.common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ def number(
 @functools.cache
 def shipped_targets() -> frozenset[str]:
     """Every ``_target_`` that letters' own config groups name (data sources, loggers)."""
-    from letters.common.entry import CONF_DIR
 
     def collect(node: Any) -> None:
         if isinstance(node, DictConfig):

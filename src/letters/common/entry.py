@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import hydra
+
 from letters.common.errors import ConfigError, exit_on_user_error
 
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -44,8 +46,6 @@ def check_group_choices(arguments: Sequence[str], conf_dir: Path = CONF_DIR) -> 
 def hydra_command(config_name: str, task: Callable[[Any], Any]) -> Callable[[], Any]:
     """The console entry point of a command: checks group choices, then runs ``task`` under
     Hydra with conf/<config_name>.yaml; user errors end in one line (letters.common.errors)."""
-    import hydra
-
     run = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)(
         exit_on_user_error(task)
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -26,8 +27,6 @@ def read_sweep(multirun_yaml: str | Path) -> DictConfig | None:
 def sweep_overrides(sweep: DictConfig) -> list[Any] | None:
     """The sweep's overrides, parsed (Hydra's ``Override``): its sweeper's ``params`` as
     ``key=values``, then the command line's; None when they cannot be parsed."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
         arguments = [f"{key}={value}" for key, value in params.items()]

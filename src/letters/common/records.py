@@ -144,7 +144,9 @@ def record_line(record: RunRecord, collapsed: bool = False) -> str:
     """The one line that states how a run ended: logged when it ends (console and train.log)
     and printed for each job by the sweep-end summary."""
     status = status_of(record)
-    if record.get("error") and status is not Status.INTERRUPTED:
+    diverged = status is Status.DIVERGED
+    continuable = status is Status.INTERRUPTED and record.get("resume")
+    if record.get("error") and not (diverged or continuable):
         return f"{status}: {record['error']}"
     line = (
         f"{status}: val_acc {percent(record.get('val_acc'))} "
@@ -155,9 +157,9 @@ def record_line(record: RunRecord, collapsed: bool = False) -> str:
         line += f", train_loss {record['train_loss']:.4f}"
     if is_number(record.get("wall_seconds")):
         line += f", {record['wall_seconds']:.1f} s"
-    if status is Status.DIVERGED:
+    if diverged:
         line += f"; at epoch {record.get('diverged_epoch')}, step {record.get('diverged_step')}"
-    elif status is Status.INTERRUPTED and record.get("resume"):
+    elif continuable:
         line += f"; continue with {record['resume']}"
     if collapsed:
         line += "; collapsed"

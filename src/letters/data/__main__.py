@@ -16,6 +16,7 @@ from letters.common.errors import exit_on_user_error
 
 @exit_on_user_error
 def export(out: str, overrides: list[str]) -> None:
+    # start-up: --help answers before Hydra, torch and matplotlib load
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 

@@ -263,7 +263,7 @@ class SyntheticDataModule(LetterDataModule):
 
     def render(self) -> Splits:
         """The rendered splits at ``image_size`` (before resizing), cached on disk."""
-        from letters.data import synthetic
+        from letters.data import synthetic  # start-up: matplotlib's fonts, only when rendering
 
         key = cache_key([self.counts, self.image_size, self.data_seed, synthetic.VERSION])
 
@@ -292,7 +292,7 @@ class EmnistDataModule(LetterDataModule):
         self.download = download
 
     def load_split(self, train: bool):
-        from torchvision.datasets import EMNIST
+        from torchvision.datasets import EMNIST  # start-up: torchvision, only for EMNIST
 
         try:
             dataset = EMNIST(self.root, split="letters", train=train, download=self.download)

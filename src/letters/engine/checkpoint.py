@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 from letters.common.errors import LettersError, first_line
+from letters.engine.members import DEFAULT_MEMBER
+from letters.engine.module import LetterClassifier
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -38,11 +40,12 @@ def upgrade_single_run(checkpoint: dict) -> None:
     optimizer = dict(hyper_parameters.get("optimizer") or {})
     hyper_parameters["members"] = [
         {
-            "seed": hyper_parameters.pop("seed", 0),
-            "init": hyper_parameters.pop("init", "normal"),
-            "lr": optimizer.get("lr", 5e-4),
+            "seed": hyper_parameters.pop("seed", DEFAULT_MEMBER["seed"]),
+            "init": hyper_parameters.pop("init", DEFAULT_MEMBER["init"]),
+            "lr": optimizer.get("lr", DEFAULT_MEMBER["lr"]),
+            # 0.1 saved momentum only for the optimizers that use it: none there means none.
             "momentum": optimizer.get("momentum", 0.0),
-            "weight_decay": optimizer.get("weight_decay", 0.0),
+            "weight_decay": optimizer.get("weight_decay", DEFAULT_MEMBER["weight_decay"]),
         }
     ]
     hyper_parameters.pop("batch_size", None)
@@ -61,8 +64,6 @@ def upgrade_single_run(checkpoint: dict) -> None:
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild a LetterClassifier from a letters checkpoint alone (weights and preprocessing)."""
-    from letters.engine.module import LetterClassifier
-
     path = Path(path)
     checkpoint = read_checkpoint(path, device)
     try:

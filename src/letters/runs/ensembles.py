@@ -25,13 +25,14 @@ from letters.common.records import (
     RecordError,
     RunRecord,
     Status,
+    percent,
     read_record,
     score,
     write_record,
 )
 from letters.data.modules import LetterDataModule
 from letters.engine.checkpoint import load_classifier, read_checkpoint
-from letters.engine.evaluate import predict_split
+from letters.engine.evaluate import Predictions, predict_split
 from letters.reporting.pictures import evaluation_pictures
 from letters.runs.jobs import Job, multirun, record_failure
 from letters.runs.recording import flat_params, print_summary
@@ -159,30 +160,53 @@ def finish_ensemble(
 ) -> float:
     """Join the members' best checkpoints into the run's own, evaluate it on validation and
     test (the members' mean probabilities), and record it like any run."""
-
     started = time.perf_counter()
-    cfg, run_dir = job.cfg, job.run_dir
     summaries = [member_summary(member.run_dir) for member in members]
     bests = [m.run_dir / "checkpoints" / "best.ckpt" for m in members]
     bests = [path for path in bests if path.is_file()]
     if not bests or data is None:
-        error = LettersError(f"{run_dir}: no member of the ensemble has a best checkpoint")
+        error = LettersError(f"{job.run_dir}: no member of the ensemble has a best checkpoint")
         if strict:
             raise error
         return record_failure(job, error)
-    best = run_dir / "checkpoints" / "best.ckpt"
+    best = job.run_dir / "checkpoints" / "best.ckpt"
     joined = joined_checkpoint(bests)
     write_atomically(best, lambda handle: torch.save(joined, handle))
     model = load_classifier(best, data.splits["test"][0].device)  # where the data already is
     validation = predict_split(model, *data.splits["validation"])
     test = predict_split(model, *data.splits["test"])
+    record = ensemble_record(job, summaries, len(bests), validation, test)
+    report_ensemble(job, record, data, test)
+    record["wall_seconds"] = round(time.perf_counter() - started, 2)
+    write_record(job.run_dir, record)
+    members_text = ", ".join(percent(summary.get("test_acc")) for summary in summaries)
+    log.info(
+        "ensemble of %d: val_acc %s, test_acc %s (members' test_acc: %s)",
+        len(bests),
+        percent(validation.accuracy),
+        percent(test.accuracy),
+        members_text,
+    )
+    if not multirun():
+        print_summary(job.run_dir)
+    return score(record)
+
+
+def ensemble_record(
+    job: Job,
+    summaries: list[MemberSummary],
+    joined: int,
+    validation: Predictions,
+    test: Predictions,
+) -> RunRecord:
+    """The ensemble run's metrics.json: its joined checkpoint's numbers, its members'."""
     losses = [s["train_loss"] for s in summaries if isinstance(s.get("train_loss"), float)]
-    record: RunRecord = {
+    return {
         "status": Status.FINISHED,
-        "params": flat_params(cfg),
-        "run_dir": str(run_dir),
-        "ensemble": len(members),
-        "members_in_checkpoint": len(bests),
+        "params": flat_params(job.cfg),
+        "run_dir": str(job.run_dir),
+        "ensemble": len(summaries),
+        "members_in_checkpoint": joined,
         "val_acc": validation.accuracy,
         "best_val_acc": validation.accuracy,
         "val_loss": validation.loss,
@@ -191,46 +215,36 @@ def finish_ensemble(
         "train_loss": sum(losses) / len(losses) if losses else None,
         "epochs_completed": summaries[0].get("epochs_completed"),
         "predicted_classes": int(test.predicted.unique().numel()),
-        "best_checkpoint": str(best.relative_to(run_dir)),
+        "best_checkpoint": "checkpoints/best.ckpt",
         "members": summaries,
     }
+
+
+def report_ensemble(job: Job, record: RunRecord, data: LetterDataModule, test: Predictions) -> None:
+    """The ensemble's final numbers to its trackers, and its own pictures."""
+    cfg = job.cfg
     trackers = RunTrackers.from_config(cfg.get("logger"))
     trackers.open()
     step = int(record["epochs_completed"] or 0) * data.steps_per_epoch
     final = {
-        "accuracy/val": validation.accuracy,
-        "accuracy/test": test.accuracy,
-        "loss/val": validation.loss,
-        "loss/test": test.loss,
+        "accuracy/val": record["val_acc"],
+        "accuracy/test": record["test_acc"],
+        "loss/val": record["val_loss"],
+        "loss/test": record["test_loss"],
     }
     trackers.log_final(record["params"], final, step)
     if cfg.pictures:
         tensorboard = trackers.tensorboard
         evaluation_pictures(
-            run_dir / "pictures",
+            job.run_dir / "pictures",
             data.splits["test"][0].cpu(),
             data.splits["test"][1].cpu(),
             test.logits,
             data.classes,
             cfg.norm_size,
-            title=f"test split, ensemble of {len(bests)}",
+            title=f"test split, ensemble of {record['members_in_checkpoint']}",
             writer=tensorboard.experiment if tensorboard is not None else None,
             step=step,
             seed=cfg.seed,
         )
     trackers.finalize("success")
-    record["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_record(run_dir, record)
-    members_text = ", ".join(
-        "-" if s.get("test_acc") is None else f"{100 * s['test_acc']:.1f}%" for s in summaries
-    )
-    log.info(
-        "ensemble of %d: val_acc %.1f%%, test_acc %.1f%% (members' test_acc: %s)",
-        len(bests),
-        100 * validation.accuracy,
-        100 * test.accuracy,
-        members_text,
-    )
-    if not multirun():
-        print_summary(run_dir)
-    return score(record)

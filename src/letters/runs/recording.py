@@ -140,23 +140,12 @@ def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = Fal
     start again (``resume`` null, and no scheduler job id, so that a requeue starts it over).
     """
 
-    epochs = stack.trainer.current_epoch
     job_id = None if pretraining else scheduler_job_id()
-    then = "Continue with:"
-    if stack.stopper.requeue:
-        then = "submitit requeues the job, which continues from it by itself; by hand:"
     ensembles: dict[Path, RunRecord] = {}
     for member, job in enumerate(stack.jobs):
-        # A member of an ensemble continues with the whole ensemble, which joins it again.
-        command = f"python -m letters.train resume={shown_path(job.member_of or job.run_dir)}"
-        record = member_record(stack, member, Status.INTERRUPTED)
-        record.update(
-            signal=stopped_by.name, epochs=job.cfg.epochs, resume=None if pretraining else command
-        )
-        if job_id is not None:
-            record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
+        record = interrupted_record(stack, member, stopped_by, pretraining, job_id)
         write_record(job.run_dir, record)
-        if job.member_of is not None:
+        if job.member_of is not None:  # the ensemble continues as a whole, and joins again
             keys = ("signal", "epochs", "epochs_completed", "resume", "scheduler_job_id")
             ensembles[job.member_of] = {"status": Status.INTERRUPTED} | {
                 key: record[key] for key in keys if key in record
@@ -169,19 +158,38 @@ def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = Fal
                 extra={"member": member},
             )
             continue
+        then = "Continue with:"
+        if stack.stopper.requeue:
+            then = "submitit requeues the job, which continues from it by itself; by hand:"
         log.warning(
             "interrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
             stopped_by.name,
-            epochs,
+            stack.trainer.current_epoch,
             job.cfg.epochs,
             then,
-            command,
+            record["resume"],
             extra={"member": member},
         )
     for run_dir, ensemble in ensembles.items():
         write_record(run_dir, ensemble)
     stack.stopper.hand_over()  # submitit's preemption signal: its handler requeues and exits
     raise SystemExit(128 + int(stopped_by))
+
+
+def interrupted_record(
+    stack: StackRun, member: int, stopped_by: Any, pretraining: bool, job_id: str | None
+) -> RunRecord:
+    """A stopped member's record: where it stands, and the command that continues it (that
+    of its ensemble, for a member of one; none before pre-training ended)."""
+    job = stack.jobs[member]
+    command = f"python -m letters.train resume={shown_path(job.member_of or job.run_dir)}"
+    record = member_record(stack, member, Status.INTERRUPTED)
+    record.update(
+        signal=stopped_by.name, epochs=job.cfg.epochs, resume=None if pretraining else command
+    )
+    if job_id is not None:
+        record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
+    return record
 
 
 def member_record(stack: StackRun, member: int, status: Status) -> RunRecord:

@@ -34,7 +34,7 @@ def scheduler_job_id() -> str | None:
     executor's): the same when submitit requeues the job after a preemption or time limit."""
     if not os.environ.get("SUBMITIT_EXECUTOR"):
         return None
-    import submitit
+    import submitit  # only under submitit: not a cost for everyone else
 
     return str(submitit.JobEnvironment().job_id)
 

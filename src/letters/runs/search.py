@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from letters.optim.stacked import OPTIMIZERS
+
 # The momentum's range, as ``momentum: interval(0.8, 0.98)`` in hydra.sweeper.params would be.
 MOMENTUM = (0.8, 0.98)
 
@@ -32,8 +34,6 @@ def momentum_where_used(cfg: DictConfig, trial: Any) -> None:
 
     A momentum given on the command line (fixed, or as a range of its own) is left to the
     sweeper: it applies to every trial, as typed."""
-    from letters.optim.stacked import OPTIMIZERS
-
     if "momentum" in trial.params or "momentum" in trial.user_attrs:
         return
     kind = OPTIMIZERS.get(trial_optimizer(cfg, trial) or "")

@@ -75,21 +75,7 @@ def build_stack_run(jobs: list[Job]) -> StackRun:
     if cfg.get("pretrain") and not cfg.resume:  # a resumed run's weights are already trained
         pretrain_data = instantiate(cfg.pretrain.data).prepare()
         log.info("pre-training data: %s", pretrain_data.describe())
-    model = LetterClassifier(
-        norm_size=cfg.norm_size,
-        classes=data.classes,
-        hidden_sizes=list(cfg.hidden_sizes),
-        activation=cfg.activation,
-        reduction=cfg.reduction,
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        data=OmegaConf.to_container(cfg.data, resolve=True),
-        input_norm=cfg.input_norm,
-        augment=OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None,
-        scheduler=cfg.scheduler,
-        test_time_polarity=cfg.test_time_polarity,
-        test_time_shift=cfg.test_time_shift,
-        members=[member_settings(job.cfg) for job in jobs],
-    )
+    model = build_model(jobs, data.classes)
     trackers = [RunTrackers.from_config(job.cfg.get("logger")) for job in jobs]
     for member_trackers in trackers:
         member_trackers.open()  # an unwritable folder fails now, before any training
@@ -107,6 +93,27 @@ def build_stack_run(jobs: list[Job]) -> StackRun:
     )
     return StackRun(
         jobs, data, model, trainer, checkpoints, trackers, started, stopper, pretrain_data
+    )
+
+
+def build_model(jobs: list[Job], classes: str) -> LetterClassifier:
+    """The stacked model of ``jobs``: the first job's architecture and recipe (the stack's
+    jobs share them), one member per job with its own settings."""
+    cfg = jobs[0].cfg
+    return LetterClassifier(
+        norm_size=cfg.norm_size,
+        classes=classes,
+        hidden_sizes=list(cfg.hidden_sizes),
+        activation=cfg.activation,
+        reduction=cfg.reduction,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        data=OmegaConf.to_container(cfg.data, resolve=True),
+        input_norm=cfg.input_norm,
+        augment=OmegaConf.to_container(cfg.augment, resolve=True) if cfg.augment else None,
+        scheduler=cfg.scheduler,
+        test_time_polarity=cfg.test_time_polarity,
+        test_time_shift=cfg.test_time_shift,
+        members=[member_settings(job.cfg) for job in jobs],
     )
 
 

@@ -22,9 +22,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import joblib
+import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from letters.common.errors import ConfigError
+from letters.common.multirun import read_sweep, sweep_overrides
 
 log = logging.getLogger("letters.train")
 
@@ -33,9 +37,7 @@ HOW_TO_SET = "torch_threads=N sets it"
 
 def set_torch_threads(cfg: DictConfig) -> None:
     """Apply ``threads_for_job``; say how many threads and why when it chose."""
-    count, why = decide(cfg)
-    import torch
-
+    count, why = threads_and_reason(cfg)
     if count is not None:
         torch.set_num_threads(count)
     if why:
@@ -48,10 +50,12 @@ def threads_for_job(cfg: DictConfig, hydra: Any = None, cores: int | None = None
     ``hydra``: the job's Hydra config (default: ``HydraConfig.get()``, none outside Hydra);
     ``cores``: the cores this process may use (default: as joblib counts them).
     """
-    return decide(cfg, hydra, cores)[0]
+    return threads_and_reason(cfg, hydra, cores)[0]
 
 
-def decide(cfg: DictConfig, hydra: Any = None, cores: int | None = None) -> tuple[int | None, str]:
+def threads_and_reason(
+    cfg: DictConfig, hydra: Any = None, cores: int | None = None
+) -> tuple[int | None, str]:
     """(threads or None for torch's default, why: empty when ``torch_threads`` is set)."""
     chosen = cfg.get("torch_threads")
     if chosen is not None:
@@ -120,8 +124,6 @@ def share(cores: int, jobs: int) -> int:
 
 
 def current_hydra() -> Any:
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
@@ -133,8 +135,6 @@ def is_multirun(hydra: Any) -> bool:
 def available_cores() -> int:
     """The cores this process may use, as joblib counts them (affinity, cgroup quotas)."""
     try:
-        import joblib
-
         return max(1, int(joblib.cpu_count()))
     except Exception:  # no joblib: the affinity mask, else every core
         if hasattr(os, "sched_getaffinity"):
@@ -182,8 +182,6 @@ def basic_sweep_size(multirun_yaml: Path) -> int | None:
     """The number of jobs a basic sweeper launches together: the product of the sizes of its
     swept values (from the sweep config's ``hydra.sweeper.params`` and the command line's
     overrides), at most its ``max_batch_size``."""
-    from letters.common.multirun import read_sweep, sweep_overrides
-
     config = read_sweep(multirun_yaml)
     parsed = sweep_overrides(config) if config is not None else None
     if parsed is None:

@@ -14,7 +14,12 @@ import os
 import re
 from typing import Any
 
+from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
+from torch.utils.tensorboard.summary import hparams
+
+from letters.common.records import Status
 
 log = logging.getLogger("letters.train")
 
@@ -38,8 +43,6 @@ class RunTrackers:
 
     @classmethod
     def from_config(cls, logger_cfg: DictConfig | None) -> RunTrackers:
-        from hydra.utils import instantiate
-
         if not logger_cfg:
             return cls([])
         mlflow = logger_cfg.get("mlflow")
@@ -52,8 +55,6 @@ class RunTrackers:
     @property
     def tensorboard(self) -> Any:
         """The run's TensorBoard logger, if it has one (pictures and the projector go there)."""
-        from pytorch_lightning.loggers import TensorBoardLogger
-
         return next((lg for lg in self.loggers if isinstance(lg, TensorBoardLogger)), None)
 
     def open(self) -> None:
@@ -91,12 +92,11 @@ class RunTrackers:
                 logger.log_hyperparams(known)
 
     def finalize(self, status: str) -> None:
-        """``success`` or ``interrupted`` (MLflow's word for the latter is KILLED)."""
-        from pytorch_lightning.loggers import MLFlowLogger
-
+        """Lightning's ``success``, or Status.INTERRUPTED (MLflow's word for it is KILLED)."""
         for logger in self.loggers:
             mlflow = isinstance(logger, MLFlowLogger)
-            logger.finalize("KILLED" if mlflow and status == "interrupted" else status)
+            interrupted = status == Status.INTERRUPTED
+            logger.finalize("KILLED" if mlflow and interrupted else str(status))
 
 
 def hparams_view(params: dict[str, Any], label: str) -> dict[str, Any]:
@@ -115,8 +115,6 @@ def hparams_view(params: dict[str, Any], label: str) -> dict[str, Any]:
 def write_hparams_session(logger: Any, params: dict[str, Any]) -> None:
     """The HParams plugin's session start and end for this run, without an experiment record:
     with none, TensorBoard builds the experiment from all the runs it sees."""
-    from torch.utils.tensorboard.summary import hparams
-
     _, session_start, session_end = hparams(params, {})
     writer = logger.experiment.file_writer
     writer.add_summary(session_start)
