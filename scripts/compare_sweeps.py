@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from letters.reporting.sweep_report import REPLICATE_KEYS, collect_runs, swept_keys
+from letters.reporting.sweep import collect_runs, shown_keys, swept_keys
 
 COLUMNS = (("val_acc", "val"), ("best_val_acc", "best val"), ("test_acc", "test"))
 
@@ -30,9 +30,7 @@ def main() -> None:
     args = parser.parse_args()
     names = args.names.split(",")
     first, second = collect_runs(args.first), collect_runs(args.second)
-    keys = swept_keys(first) + [
-        key for key in REPLICATE_KEYS if len({run.overrides.get(key) for run in first}) > 1
-    ]
+    keys = shown_keys(first, swept_keys(first))
     by_setting = {tuple(sorted(run.overrides.items())): run for run in second}
     header = ["job", *keys]
     for _, title in COLUMNS:

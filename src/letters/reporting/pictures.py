@@ -1,7 +1,7 @@
 """Pictures of a model and its predictions: learning curves, confusion matrix, most confident
 mistakes, the t-SNE map of the reference, annotated predictions, and TensorBoard's projector.
 
-Drawing functions return matplotlib Figures; ``save_figure`` writes them atomically, and
+Drawing functions return matplotlib Figures; ``figure_files.save_figure`` writes them, and
 ``evaluation_pictures`` makes the whole set for one split, as train and test both need.
 """
 
@@ -14,9 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -24,20 +21,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from letters.common.files import write_atomically
-
-
-def figure_png(figure: Figure) -> bytes:
-    """The figure as PNG bytes, rendered once; the figure is closed."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def save_figure(figure: Figure, path: str | os.PathLike) -> Path:
-    png = figure_png(figure)
-    write_atomically(path, lambda handle: handle.write(png))
-    return Path(path)
+from letters.reporting.figure_files import figure_png
+from letters.reporting.figure_files import save_figure as save_figure  # predict.py draws and saves
 
 
 def class_colours(count: int) -> list[tuple[float, ...]]:

@@ -20,7 +20,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from letters.common.errors import LettersError, first_line
 from letters.common.files import shown_path
+from letters.common.records import RECORD_FILE, percent, record_line
+from letters.reporting.sweep import Run, shown_keys
+from letters.reporting.sweep_report import Report, build_report
+from letters.reporting.tables import job_folder, settings_text
 
 
 def sweeper_target(config: DictConfig) -> str:
@@ -41,28 +46,32 @@ def plain_optuna_logs() -> None:
             formatter.stream = getattr(handler, "stream", None)  # type: ignore[union-attr]
 
 
-def job_lines(report: Any) -> list[str]:
-    from letters.reporting.sweep_report import REPLICATE_KEYS, final_line, settings_text, where
+def ending_line(run: Run) -> str:
+    """How a job ended: its record's line, or why it has none to read."""
+    if run.problem is not None:
+        return run.problem
+    if run.metrics is None:
+        return f"no {RECORD_FILE} (the job did not finish)"
+    return record_line(run.metrics, collapsed=run.collapsed is not None)
 
-    keys = report.keys + [
-        key for key in REPLICATE_KEYS if len({run.setting(key) for run in report.runs}) > 1
-    ]
+
+def job_lines(report: Report) -> list[str]:
+    """Each job of the sweep, by its folder and the settings that tell it apart, as it ended."""
+    keys = shown_keys(report.runs, report.keys)
     lines = []
     for run in report.runs:
         settings = settings_text(run, keys)
-        label = f"{where(run, report.sweep_dir)}" + (f" ({settings})" if settings else "")
-        lines.append(f"  {label}: {final_line(run)}")
+        label = job_folder(run, report.sweep_dir) + (f" ({settings})" if settings else "")
+        lines.append(f"  {label}: {ending_line(run)}")
     return lines
 
 
-def best_trial_lines(report: Any) -> list[str]:
-    from letters.reporting.sweep_report import one_percent
-
+def best_trial_lines(report: Report) -> list[str]:
     best = report.best_trial
     if best is None:
         return ["Best trial: none (no trial finished)."]
     lines = [
-        f"Best trial: {best.number}, val acc {one_percent(best.value('val_acc'))}%",
+        f"Best trial: {best.number}, val acc {percent(best.value('val_acc'))}",
         f"  folder: {shown_path(best.directory)}",
     ]
     checkpoint = best.metrics.get("best_checkpoint")
@@ -73,9 +82,6 @@ def best_trial_lines(report: Any) -> list[str]:
 
 def summary(sweep_dir: Path) -> str:
     """The sweep-end summary's text; the report's files are written into ``sweep_dir``."""
-    from letters.common.errors import LettersError, first_line
-    from letters.reporting.sweep_report import build_report
-
     shown = shown_path(sweep_dir)
     try:
         report = build_report(sweep_dir)
@@ -108,7 +114,5 @@ class SweepSummary(Callback):
         try:
             text = summary(Path(str(config.hydra.sweep.dir)))
         except Exception as error:  # never crash a sweep that has run
-            from letters.common.errors import first_line
-
             text = f"sweep summary: not made ({type(error).__name__}: {first_line(error)})"
         print(text, flush=True)

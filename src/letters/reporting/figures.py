@@ -1,0 +1,196 @@
+"""The report's plot, report.png: a grid's accuracy against the swept value (the reference's
+numbers beside it, the best setting starred), or a search's accuracy trial by trial (the best
+so far as a step line, the best trial starred and its settings under the plot)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from letters.common.records import FAILED_SCORE, percent
+from letters.reporting.figure_files import save_figure
+from letters.reporting.reference import ReferenceTable
+from letters.reporting.sweep import METRICS, Group, Run, best_group, ranked_trials, sort_key
+from letters.reporting.tables import settings_text, shown_value
+
+# The report's plot keeps its legend and the notes under it, with a small margin around.
+TRIMMED = {"bbox_inches": "tight", "pad_inches": 0.15}
+
+
+def plot_grid(
+    path: Path,
+    groups: list[Group],
+    keys: list[str],
+    title: str,
+    reference: ReferenceTable | None,
+) -> None:
+    """Accuracy against the swept value: the mean, with one standard deviation as error bars
+    where a setting has several seeds; the reference's numbers beside it; the best marked."""
+    labels = [
+        ", ".join(shown_value(v) for v in group.setting.values()) or "all" for group in groups
+    ]
+    numeric = len(keys) == 1 and all(
+        sort_key(v)[0] == 0 for g in groups for v in g.setting.values()
+    )
+    positions = (
+        [float(next(iter(group.setting.values()))) for group in groups]
+        if numeric
+        else list(range(len(groups)))
+    )
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    colours = ("tab:blue", "tab:orange")
+    for offset, (key, name), colour in zip((-0.08, 0.08), METRICS, colours, strict=True):
+        summaries = [group.summary(key) for group in groups]
+        points = [
+            (x + (0 if numeric else offset), 100 * s["mean"], 100 * (s["std"] or 0))
+            for x, s in zip(positions, summaries, strict=True)
+            if s["mean"] is not None
+        ]
+        if points:
+            xs, ys, errors = zip(*points, strict=True)
+            axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label=name, color=colour)
+        if reference is not None:
+            index = [key for key, _ in METRICS].index(key)
+            published = [
+                (x + (0 if numeric else offset), 100 * values[index])
+                for x, group in zip(positions, groups, strict=True)
+                if (values := reference.lookup(group.setting[reference.key])) is not None
+            ]
+            if published:
+                xs, ys = zip(*published, strict=True)
+                axes.plot(
+                    xs,
+                    ys,
+                    linestyle=":",
+                    marker="s",
+                    markerfacecolor="none",
+                    color=colour,
+                    label=f"reference {name}",
+                )
+    best = best_group(groups)
+    if best is not None:
+        x = positions[groups.index(best)] + (0 if numeric else -0.08)
+        y = 100 * best.summary("val_acc")["mean"]  # type: ignore[operator]
+        axes.plot(
+            [x],
+            [y],
+            marker="*",
+            markersize=16,
+            color="gold",
+            markeredgecolor="black",
+            linestyle="none",
+            label="best (val acc)",
+            zorder=5,
+        )
+    if not numeric:
+        rotation = 30 if len(labels) > 4 or max(map(len, labels)) > 12 else 0
+        axes.set_xticks(positions, labels, rotation=rotation, ha="right" if rotation else "center")
+    axes.set_xlabel(", ".join(keys) or "setting")
+    axes.set_ylabel("accuracy (%)")
+    several = any(len(group.values("val_acc")) > 1 for group in groups)
+    spread = "mean ± 1 std over seeds" if several else "one run per setting"
+    axes.set_title(f"{title}: {spread}", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    save_figure(figure, path, **TRIMMED)
+
+
+def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> None:
+    """Validation accuracy trial by trial, the best so far as a step line, the best trial
+    starred and its settings written under the plot."""
+    trials = sorted(runs, key=lambda run: run.number or 0)
+    usable = [run for run in trials if run.usable]
+    failed = [run for run in trials if not run.usable]
+    collapsed = [run for run in usable if run.collapsed]
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)
+    if usable:
+        numbers = [run.number or 0 for run in usable]
+        axes.scatter(
+            numbers,
+            [100 * run.value("val_acc") for run in usable],
+            color="tab:blue",
+            label="val acc (last epoch)",
+            zorder=3,
+        )
+        axes.scatter(
+            numbers,
+            [100 * run.value("test_acc") for run in usable],
+            marker="D",
+            s=18,
+            facecolors="none",
+            edgecolors="tab:orange",
+            label="test acc",
+            zorder=3,
+        )
+    if collapsed:
+        axes.scatter(
+            [run.number or 0 for run in collapsed],
+            [100 * run.value("val_acc") for run in collapsed],
+            s=160,
+            facecolors="none",
+            edgecolors="grey",
+            label="collapsed",
+        )
+    if failed:
+        axes.scatter(
+            [run.number or 0 for run in failed],
+            [100 * FAILED_SCORE] * len(failed),
+            marker="x",
+            color="tab:red",
+            label=f"failed, diverged or unfinished (scores {100 * FAILED_SCORE:g})",
+            zorder=3,
+        )
+    running, best_so_far = [], 100 * FAILED_SCORE
+    for run in trials:
+        score = 100 * run.value("val_acc") if run.usable else 100 * FAILED_SCORE
+        best_so_far = max(best_so_far, score)
+        running.append(best_so_far)
+    if trials:
+        axes.step(
+            [run.number or 0 for run in trials],
+            running,
+            where="post",
+            color="tab:green",
+            alpha=0.7,
+            label="best val acc so far",
+        )
+    ranked = ranked_trials(runs)
+    note = "no trial finished"
+    if ranked:
+        best = ranked[0]
+        axes.plot(
+            [best.number or 0],
+            [100 * best.value("val_acc")],
+            marker="*",
+            markersize=18,
+            color="gold",
+            markeredgecolor="black",
+            linestyle="none",
+            zorder=5,
+            label=f"best: trial {best.number}",
+        )
+        note = (
+            f"best: trial {best.number} (folder {best.directory.name}), val "
+            f"{percent(best.value('val_acc'))}, test {percent(best.value('test_acc'))}"
+            f"\n" + textwrap.fill(settings_text(best, keys) or "-", 100)
+        )
+    axes.text(
+        0.0,
+        -0.16,
+        note,
+        transform=axes.transAxes,
+        va="top",
+        ha="left",
+        fontsize=8.5,
+        family="monospace",
+    )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("trial (job number)")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title(f"{title}: {len(trials)} trials", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_figure(figure, path, **TRIMMED)
