@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from letters.common.records import FAILED_SCORE, percent
@@ -41,6 +42,29 @@ def plot_grid(
         else list(range(len(groups)))
     )
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    draw_metric_curves(axes, groups, positions, numeric, reference)
+    star_best_group(axes, groups, positions, numeric)
+    if not numeric:
+        rotation = 30 if len(labels) > 4 or max(map(len, labels)) > 12 else 0
+        axes.set_xticks(positions, labels, rotation=rotation, ha="right" if rotation else "center")
+    axes.set_xlabel(", ".join(keys) or "setting")
+    axes.set_ylabel("accuracy (%)")
+    several = any(len(group.values("val_acc")) > 1 for group in groups)
+    spread = "mean ± 1 std over seeds" if several else "one run per setting"
+    axes.set_title(f"{title}: {spread}", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    save_figure(figure, path, **TRIMMED)
+
+
+def draw_metric_curves(
+    axes: Axes,
+    groups: list[Group],
+    positions: list[float],
+    numeric: bool,
+    reference: ReferenceTable | None,
+) -> None:
+    """One curve per metric (mean ± std), and the reference's published numbers beside it."""
     colours = ("tab:blue", "tab:orange")
     for offset, (key, name), colour in zip((-0.08, 0.08), METRICS, colours, strict=True):
         summaries = [group.summary(key) for group in groups]
@@ -70,6 +94,10 @@ def plot_grid(
                     color=colour,
                     label=f"reference {name}",
                 )
+
+
+def star_best_group(axes: Axes, groups: list[Group], positions: list[float], numeric: bool) -> None:
+    """A star on the best setting's mean validation accuracy."""
     best = best_group(groups)
     if best is not None:
         x = positions[groups.index(best)] + (0 if numeric else -0.08)
@@ -85,27 +113,40 @@ def plot_grid(
             label="best (val acc)",
             zorder=5,
         )
-    if not numeric:
-        rotation = 30 if len(labels) > 4 or max(map(len, labels)) > 12 else 0
-        axes.set_xticks(positions, labels, rotation=rotation, ha="right" if rotation else "center")
-    axes.set_xlabel(", ".join(keys) or "setting")
-    axes.set_ylabel("accuracy (%)")
-    several = any(len(group.values("val_acc")) > 1 for group in groups)
-    spread = "mean ± 1 std over seeds" if several else "one run per setting"
-    axes.set_title(f"{title}: {spread}", fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    save_figure(figure, path, **TRIMMED)
 
 
 def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> None:
     """Validation accuracy trial by trial, the best so far as a step line, the best trial
     starred and its settings written under the plot."""
     trials = sorted(runs, key=lambda run: run.number or 0)
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)
+    scatter_trials(axes, trials)
+    step_best_so_far(axes, trials)
+    note = star_best_trial(axes, runs, keys)
+    axes.text(
+        0.0,
+        -0.16,
+        note,
+        transform=axes.transAxes,
+        va="top",
+        ha="left",
+        fontsize=8.5,
+        family="monospace",
+    )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("trial (job number)")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_title(f"{title}: {len(trials)} trials", fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_figure(figure, path, **TRIMMED)
+
+
+def scatter_trials(axes: Axes, trials: list[Run]) -> None:
+    """Each trial's accuracies; collapsed ones ringed, failed ones crossed at their score."""
     usable = [run for run in trials if run.usable]
     failed = [run for run in trials if not run.usable]
     collapsed = [run for run in usable if run.collapsed]
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)
     if usable:
         numbers = [run.number or 0 for run in usable]
         axes.scatter(
@@ -143,6 +184,10 @@ def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> Non
             label=f"failed, diverged or unfinished (scores {100 * FAILED_SCORE:g})",
             zorder=3,
         )
+
+
+def step_best_so_far(axes: Axes, trials: list[Run]) -> None:
+    """The best validation accuracy up to each trial, as a step line."""
     running, best_so_far = [], 100 * FAILED_SCORE
     for run in trials:
         score = 100 * run.value("val_acc") if run.usable else 100 * FAILED_SCORE
@@ -157,6 +202,10 @@ def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> Non
             alpha=0.7,
             label="best val acc so far",
         )
+
+
+def star_best_trial(axes: Axes, runs: list[Run], keys: list[str]) -> str:
+    """Star the best trial; return the note written under the plot about it."""
     ranked = ranked_trials(runs)
     note = "no trial finished"
     if ranked:
@@ -177,20 +226,4 @@ def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> Non
             f"{percent(best.value('val_acc'))}, test {percent(best.value('test_acc'))}"
             f"\n" + textwrap.fill(settings_text(best, keys) or "-", 100)
         )
-    axes.text(
-        0.0,
-        -0.16,
-        note,
-        transform=axes.transAxes,
-        va="top",
-        ha="left",
-        fontsize=8.5,
-        family="monospace",
-    )
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("trial (job number)")
-    axes.set_ylabel("accuracy (%)")
-    axes.set_title(f"{title}: {len(trials)} trials", fontsize=10)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save_figure(figure, path, **TRIMMED)
+    return note
