@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from letters.common.errors import ConfigError
 from letters.nn.autograd import ACTIVATIONS, REDUCTIONS
 from letters.nn.model import INITS, INPUT_NORMS
-from letters.optim.stacked import OPTIMIZERS, SCHEDULERS
+from letters.optim import OPTIMIZERS, SCHEDULERS
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from letters.engine.members import DEFAULT_MEMBER, OPTIMIZER_MEMBER_KEYS
 from letters.nn.augment import PhotoAugment, shifted_views
 from letters.nn.autograd import cross_entropy
 from letters.nn.model import MLP
-from letters.optim.stacked import StackedOptimizer
+from letters.optim import StackedOptimizer
 
 log = logging.getLogger("letters.train")
 

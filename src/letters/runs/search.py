@@ -32,7 +32,7 @@ def momentum_where_used(cfg: DictConfig, trial: Any) -> None:
 
     A momentum given on the command line (fixed, or as a range of its own) is left to the
     sweeper: it applies to every trial, as typed."""
-    from letters.optim.stacked import OPTIMIZERS
+    from letters.optim import OPTIMIZERS
 
     if "momentum" in trial.params or "momentum" in trial.user_attrs:
         return
