@@ -1,4 +1,4 @@
-"""The torch internals that letters.common.compat relies on are still there and
+"""The torch and Lightning internals that letters.common.compat relies on are still there and
 still do what letters needs; a failure names the attribute and the versions compat was
 checked against, which is where to look after an upgrade."""
 
@@ -8,8 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from torch.optim import optimizer as torch_optimizer
+from torch.utils.data import DataLoader, TensorDataset
 
 from letters.common import compat
 
@@ -20,8 +22,8 @@ def gone(what: str) -> str:
     """The failure message for an internal that is gone or changed."""
     checked = ", ".join(f"{name} {version}" for name, version in compat.CHECKED_AGAINST.items())
     return (
-        f"{what}: letters.common.compat was checked against {checked}; installed is torch "
-        f"{torch.__version__}"
+        f"{what}: letters.common.compat was checked against {checked}; installed are torch "
+        f"{torch.__version__}, pytorch-lightning {pl.__version__}"
     )
 
 
@@ -130,3 +132,55 @@ def test_an_unwrapped_step_stays_so_and_profiled_step_runs_the_hooks() -> None:
     assert calls == ["pre", "post"], gone("Optimizer.profile_hook_step")
     names = {event.name for event in profile.function_events}
     assert "Optimizer.step#Probe.step" in names, gone("Optimizer.profile_hook_step")
+
+
+class _ManualSteps(pl.LightningModule):
+    """One batch that counts three optimizer steps taken outside Lightning and dumps the
+    checkpoint Lightning would write, as letters' engine and MemberCheckpoints do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.layer = torch.nn.Linear(2, 1)
+        self.dumped: dict | None = None
+
+    def training_step(self, batch, batch_index) -> None:
+        compat.count_optimizer_steps(self.trainer, 3)
+
+    def on_train_epoch_end(self) -> None:
+        self.dumped = compat.dump_checkpoint(self.trainer)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=4)
+
+
+def test_lightning_step_counter_and_checkpoint_dump(tmp_path: Path) -> None:
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    module = _ManualSteps()
+    try:
+        trainer.fit(module)
+    except AttributeError as error:  # in count_optimizer_steps or dump_checkpoint
+        pytest.fail(gone(str(error)))
+    loop = trainer.fit_loop.epoch_loop
+    assert hasattr(loop, "manual_optimization"), gone("trainer.fit_loop.epoch_loop.manual_...")
+    assert hasattr(loop.manual_optimization, "optim_step_progress"), gone(
+        "trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress"
+    )
+    assert trainer.global_step == 3, gone("optim_step_progress as trainer.global_step")
+    assert hasattr(trainer, "_checkpoint_connector"), gone("trainer._checkpoint_connector")
+    dumped = module.dumped
+    assert dumped is not None and {"state_dict", "optimizer_states", "global_step"} <= set(
+        dumped
+    ), gone("trainer._checkpoint_connector.dump_checkpoint")
+    assert dumped["global_step"] == 3

@@ -1,6 +1,6 @@
-"""Every use letters makes of torch's non-public API, in one place.
+"""Every use letters makes of torch's and Lightning's non-public API, in one place.
 
-Checked against torch 2.14.1 (``CHECKED_AGAINST``):
+Checked against torch 2.14.1 and pytorch-lightning 2.6.6 (``CHECKED_AGAINST``):
 tests/test_compat.py fails, naming the attribute and these versions, where one of them is gone
 or no longer does what letters needs. After an upgrade, that test says what to look at here.
 
@@ -19,17 +19,23 @@ or no longer does what letters needs. After an upgrade, that test says what to l
   called directly throughout letters.optim: a wrapper would cost a Python call per op on the
   hottest path for nothing. ``FOREACH_OPS`` names those letters calls; the test checks that
   the list is complete and that each exists.
+- Lightning's optimizer-step counter under manual optimization (``trainer.fit_loop.
+  epoch_loop.manual_optimization.optim_step_progress``): ``count_optimizer_steps``.
+- Lightning's ``trainer._checkpoint_connector.dump_checkpoint``: ``dump_checkpoint``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch.optim import optimizer as _torch_optimizer
 
-CHECKED_AGAINST: dict[str, str] = {"torch": "2.14.1"}
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+CHECKED_AGAINST: dict[str, str] = {"torch": "2.14.1", "pytorch-lightning": "2.6.6"}
 
 # The torch._foreach_* ops letters.optim calls (tests/test_compat.py keeps this list complete).
 FOREACH_OPS: tuple[str, ...] = (
@@ -106,3 +112,18 @@ def unwrapped_step(step: StepFunction) -> StepFunction:
     leaves it as it is (the step then decides itself when to take ``profiled_step``)."""
     step.hooked = True  # type: ignore[attr-defined]
     return step
+
+
+def count_optimizer_steps(trainer: pl.Trainer, steps: int) -> None:
+    """Advance Lightning's optimizer-step counter (trainer.global_step) for steps taken
+    directly on the torch optimizer under manual optimization, as LightningOptimizer.step
+    would have."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    for _ in range(steps):
+        progress.increment_ready()
+        progress.increment_completed()
+
+
+def dump_checkpoint(trainer: pl.Trainer) -> dict[str, Any]:
+    """What Trainer.save_checkpoint would write now, as a dict, without writing it."""
+    return trainer._checkpoint_connector.dump_checkpoint(weights_only=False)

@@ -12,6 +12,7 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from letters.common.compat import count_optimizer_steps
 from letters.common.seeds import AUGMENT, epoch_seed
 from letters.data.modules import Chunk
 from letters.engine.members import DEFAULT_MEMBER, OPTIMIZER_MEMBER_KEYS
@@ -21,15 +22,6 @@ from letters.nn.model import MLP
 from letters.optim import StackedOptimizer
 
 log = logging.getLogger("letters.train")
-
-
-def count_optimizer_steps(trainer: pl.Trainer, steps: int) -> None:
-    """Advance Lightning's optimizer-step counter (trainer.global_step) for steps taken
-    directly on the torch optimizer, as LightningOptimizer.step would have."""
-    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-    for _ in range(steps):
-        progress.increment_ready()
-        progress.increment_completed()
 
 
 def new_history() -> dict[str, list[float]]:
