@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from letters.engine import members as engine_members
@@ -366,6 +369,42 @@ def test_registry() -> None:
     for kind in OPTIMIZERS.values():
         assert hasattr(torch.optim, kind.torch_name)
     assert SCHEDULERS == ("none", "onecycle", "cosine")
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_every_optimizer_has_a_config_and_every_config_an_optimizer() -> None:
+    assert {path.stem for path in (CONF / "optimizer").glob("*.yaml")} == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_config_takes_the_member_settings_its_optimizer_takes(name: str) -> None:
+    """conf/optimizer/<name>.yaml passes each per-member setting on from the run's own key
+    (``lr: ${lr}``), momentum exactly where OPTIMIZERS says the optimizer takes one; any other
+    key is one of its shared settings."""
+    config = OmegaConf.to_container(OmegaConf.load(CONF / "optimizer" / f"{name}.yaml"))
+    kind = OPTIMIZERS[name]
+    assert config.pop("name") == name
+    assert ("momentum" in config) == kind.takes_momentum
+    for key in OPTIMIZER_MEMBER_KEYS:
+        if key != "momentum" or kind.takes_momentum:
+            assert config.pop(key) == f"${{{key}}}"
+    assert set(config) <= set(kind.settings)
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "hparams_search").glob("*.yaml")), ids=str)
+def test_search_spaces_draw_from_the_optimizers_and_leave_momentum_to_them(path: Path) -> None:
+    """A search space's optimizer choices are OPTIMIZERS' names; the momentum is never in the
+    space as such: letters.runs.search.momentum_where_used samples it for the trials whose
+    optimizer takes one (OptimizerKind.takes_momentum)."""
+    sweeper = OmegaConf.load(path).hydra.sweeper
+    assert sweeper.custom_search_space == "letters.runs.search.momentum_where_used"
+    assert "momentum" not in sweeper.params
+    if "optimizer" in sweeper.params:
+        override = f"optimizer={sweeper.params.optimizer}"
+        (parsed,) = OverridesParser.create().parse_overrides([override])
+        assert set(parsed.sweep_string_iterator()) <= set(OPTIMIZERS)
 
 
 def test_per_member_keys_are_the_lists_of_a_saved_param_group_and_the_engines() -> None:
