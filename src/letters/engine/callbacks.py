@@ -69,13 +69,10 @@ class MemberCheckpoints(pl.Callback):
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
         improved = []
+        active = pl_module.active
         for member, accuracy in enumerate(pl_module.validation_acc):
             best = self.best_scores[member]
-            if (
-                pl_module.active[member]
-                and accuracy is not None
-                and (best is None or accuracy > best)
-            ):
+            if active[member] and accuracy is not None and (best is None or accuracy > best):
                 self.best_scores[member] = accuracy
                 improved.append(member)
         self.save(trainer, improved, "best")
