@@ -154,52 +154,10 @@ class FusedAdam:
     ) -> bool:
         """One step of the param group ``group`` (its parameters' state in ``state_of``, made
         where there is none yet), or False (nothing done) where the fused path does not hold."""
-        all_params = group["params"]
-        p = all_params[0]
-        if p.device != self.device or p.dtype != self.dtype:
+        lists = self._step_lists(group, state_of)
+        if lists is None:
             return False
-        if len(all_params) != len(self.state_views):
-            self.state_views = [None] * len(all_params)
-        dtype = self.dtype
-        params, grads, state_views = [], [], []
-        for i, param in enumerate(all_params):
-            state = state_of[param]
-            if not state:  # as the general path: state for every parameter
-                state.update(self.initial_state(param))
-            grad = param.grad
-            if grad is None:
-                continue
-            if (
-                grad.is_sparse
-                or grad.dtype != dtype
-                or not grad.is_contiguous()
-                or not param.is_contiguous()
-            ):
-                return False
-            exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
-            views = self.state_views[i]
-            if (
-                views is None
-                or views[0] is not exp_avg
-                or views[1] is not exp_avg_sq
-                or views[2] is not step
-            ):
-                if not (exp_avg.is_contiguous() and exp_avg_sq.is_contiguous()):
-                    return False
-                views = (
-                    exp_avg,
-                    exp_avg_sq,
-                    step,
-                    exp_avg.unbind(0),
-                    exp_avg_sq.unbind(0),
-                    step.unbind(0),
-                )
-                self.state_views[i] = views
-            params.append(param)
-            grads.append(grad)
-            state_views.append(views)
-        if not params:
-            return False
+        params, grads, state_views = lists
         index = group["schedule_step"]
         factor, cycled = schedule_factors(group["schedule"], index, group["total_steps"])
         group["schedule_step"] = index + 1
@@ -237,3 +195,54 @@ class FusedAdam:
                 found_inf=found_inf,
             )
         return True
+
+    def _step_lists(
+        self, group: dict[str, Any], state_of: Mapping[Tensor, dict[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor], list[tuple[Any, ...]]] | None:
+        """This step's parameters with a gradient, their gradients and their state's views, or
+        None where the kernel cannot take them (``run`` declines)."""
+        all_params = group["params"]
+        p = all_params[0]
+        if p.device != self.device or p.dtype != self.dtype:
+            return None
+        if len(all_params) != len(self.state_views):
+            self.state_views = [None] * len(all_params)
+        dtype = self.dtype
+        params, grads, state_views = [], [], []
+        for i, param in enumerate(all_params):
+            state = state_of[param]
+            if not state:  # as the general path: state for every parameter
+                state.update(self.initial_state(param))
+            grad = param.grad
+            if grad is None:
+                continue
+            if (
+                grad.is_sparse
+                or grad.dtype != dtype
+                or not grad.is_contiguous()
+                or not param.is_contiguous()
+            ):
+                return None
+            exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
+            views = self.state_views[i]
+            if (
+                views is None
+                or views[0] is not exp_avg
+                or views[1] is not exp_avg_sq
+                or views[2] is not step
+            ):
+                if not (exp_avg.is_contiguous() and exp_avg_sq.is_contiguous()):
+                    return None
+                views = (
+                    exp_avg,
+                    exp_avg_sq,
+                    step,
+                    exp_avg.unbind(0),
+                    exp_avg_sq.unbind(0),
+                    step.unbind(0),
+                )
+                self.state_views[i] = views
+            params.append(param)
+            grads.append(grad)
+            state_views.append(views)
+        return (params, grads, state_views) if params else None
