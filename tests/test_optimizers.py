@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import copy
 import io
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from letters.optim import stacked as optimizers_module
-from letters.optim.stacked import (
+from letters.engine import members as engine_members
+from letters.optim import (
+    OPTIMIZER_MEMBER_KEYS,
     OPTIMIZERS,
+    PER_MEMBER_KEYS,
     SCHEDULERS,
     StackedOptimizer,
-    _FusedAdam,
+    fast_paths,
     member_optimizer_state,
     schedule_factors,
 )
+from letters.optim.fast_paths import FusedAdam
 
 K = 3
 SHAPES = ((K, 5, 4), (K, 5))
@@ -54,8 +60,9 @@ def use_path(monkeypatch: pytest.MonkeyPatch, fused: bool) -> None:
 
 
 def assert_path(optimizer: StackedOptimizer, fused: bool) -> None:
+    """The path its steps took: the fused one where asked for and the kind has one."""
     expected = fused and OPTIMIZERS[optimizer.defaults["kind"]].fused is not None
-    assert isinstance(optimizer._fast, _FusedAdam) == expected
+    assert isinstance(optimizer._fast_path, FusedAdam) == expected
 
 
 @pytest.fixture(autouse=True)
@@ -144,9 +151,9 @@ def test_matches_torch_per_member(
     use_path(monkeypatch, fused)
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial, schedule)
-    assert_path(optimizer, fused)
     references = [torch_reference(kind, schedule, initial, k) for k in range(K)]
     step_beside(params, optimizer, references, grads)
+    assert_path(optimizer, fused)
     assert optimizer.param_groups[0]["schedule_step"] == STEPS
     worst = 0.0
     for k, (member_params, member_optimizer, _) in enumerate(references):
@@ -364,6 +371,53 @@ def test_registry() -> None:
     assert SCHEDULERS == ("none", "onecycle", "cosine")
 
 
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_every_optimizer_has_a_config_and_every_config_an_optimizer() -> None:
+    assert {path.stem for path in (CONF / "optimizer").glob("*.yaml")} == set(OPTIMIZERS)
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_config_takes_the_member_settings_its_optimizer_takes(name: str) -> None:
+    """conf/optimizer/<name>.yaml passes each per-member setting on from the run's own key
+    (``lr: ${lr}``), momentum exactly where OPTIMIZERS says the optimizer takes one; any other
+    key is one of its shared settings."""
+    config = OmegaConf.to_container(OmegaConf.load(CONF / "optimizer" / f"{name}.yaml"))
+    kind = OPTIMIZERS[name]
+    assert config.pop("name") == name
+    assert ("momentum" in config) == kind.takes_momentum
+    for key in OPTIMIZER_MEMBER_KEYS:
+        if key != "momentum" or kind.takes_momentum:
+            assert config.pop(key) == f"${{{key}}}"
+    assert set(config) <= set(kind.settings)
+
+
+@pytest.mark.parametrize("path", sorted((CONF / "hparams_search").glob("*.yaml")), ids=str)
+def test_search_spaces_draw_from_the_optimizers_and_leave_momentum_to_them(path: Path) -> None:
+    """A search space's optimizer choices are OPTIMIZERS' names; the momentum is never in the
+    space as such: letters.runs.search.momentum_where_used samples it for the trials whose
+    optimizer takes one (OptimizerKind.takes_momentum)."""
+    sweeper = OmegaConf.load(path).hydra.sweeper
+    assert sweeper.custom_search_space == "letters.runs.search.momentum_where_used"
+    assert "momentum" not in sweeper.params
+    if "optimizer" in sweeper.params:
+        override = f"optimizer={sweeper.params.optimizer}"
+        (parsed,) = OverridesParser.create().parse_overrides([override])
+        assert set(parsed.sweep_string_iterator()) <= set(OPTIMIZERS)
+
+
+def test_per_member_keys_are_the_lists_of_a_saved_param_group_and_the_engines() -> None:
+    """PER_MEMBER_KEYS (what member_optimizer_state cuts) are exactly the param group's lists
+    of one value per member; the engine's member settings include the optimizer's."""
+    group = make("adam").state_dict()["param_groups"][0]
+    lists = {key for key, value in group.items() if key != "params" and isinstance(value, list)}
+    assert lists == set(PER_MEMBER_KEYS)
+    assert all(len(group[key]) == K for key in PER_MEMBER_KEYS)
+    assert engine_members.OPTIMIZER_MEMBER_KEYS is OPTIMIZER_MEMBER_KEYS
+    assert set(OPTIMIZER_MEMBER_KEYS) <= set(engine_members.MEMBER_KEYS)
+
+
 def make(kind: str = "adam", **settings) -> StackedOptimizer:
     params = [torch.zeros(shape, requires_grad=True) for shape in SHAPES]
     lr = settings.pop("lr", [1e-3] * K)
@@ -459,11 +513,11 @@ def test_deepcopy_continues_alike(kind: str, schedule: str) -> None:
     optimizer.active[2] = False
     twin = copy.deepcopy(optimizer)
     twin_params = twin.param_groups[0]["params"]
-    assert type(twin._fast) is type(optimizer._fast) or kind == "sgd"  # sgd: from its next step
     assert twin.active.tolist() == [True, True, False]
     for step_grads in grads[3:]:
         step(params, optimizer, step_grads)
         step(twin_params, twin, step_grads)
+    assert type(twin._fast_path) is type(optimizer._fast_path)
     for param, twin_param in zip(params, twin_params, strict=True):
         assert torch.equal(param, twin_param)
 
@@ -579,13 +633,13 @@ def test_fused_path_is_taken_on_cpu(kind: str, monkeypatch: pytest.MonkeyPatch) 
     """Adam(W) on a CPU: one fused kernel call per member and step, the general path never."""
     initial, grads = random_run(steps=4)
     params, optimizer = stacked(kind, initial, "onecycle")
-    assert isinstance(optimizer._fast, _FusedAdam)
 
     def general_path(self: StackedOptimizer) -> None:
         raise AssertionError("the general path ran")
 
-    monkeypatch.setattr(StackedOptimizer, "_update", general_path)
+    monkeypatch.setattr(StackedOptimizer, "_general_step", general_path)
     step(params, optimizer, grads[0])
+    assert isinstance(optimizer._fast_path, FusedAdam)
     optimizer.step(losses=torch.tensor([1.0, float("nan"), 2.0]))
     with torch.autograd.profiler.profile() as profile:
         step(params, optimizer, grads[2])
@@ -693,13 +747,13 @@ def test_fused_path_declines_non_contiguous_gradients(monkeypatch: pytest.Monkey
     params, optimizer = stacked("adamw", initial, "cosine")
     references = [torch_reference("adamw", "cosine", initial, k) for k in range(K)]
     general_steps = []
-    general = StackedOptimizer._update
+    general = StackedOptimizer._general_step
 
     def counted(self: StackedOptimizer) -> None:
         general_steps.append(self.param_groups[0]["schedule_step"])
         general(self)
 
-    monkeypatch.setattr(StackedOptimizer, "_update", counted)
+    monkeypatch.setattr(StackedOptimizer, "_general_step", counted)
     for index, step_grads in enumerate(grads):
         if index % 3 == 1:  # the same values, laid out transposed
             weight = step_grads[0].transpose(1, 2).contiguous().transpose(1, 2)
@@ -724,7 +778,7 @@ def test_general_path_where_the_fused_kernel_does_not_run(
 ) -> None:
     """Without a fused kernel for the device and dtype (none in torch, or one that raises),
     Adam(W) take the general path."""
-    monkeypatch.setattr(optimizers_module, "_FUSED_KERNELS", {})
+    monkeypatch.setattr(fast_paths, "_FUSED_KERNELS", {})
     if missing == "absent":
         monkeypatch.delattr(torch, "_fused_adamw_")
     else:
@@ -735,14 +789,14 @@ def test_general_path_where_the_fused_kernel_does_not_run(
         monkeypatch.setattr(torch, "_fused_adamw_", refuse)
     initial, grads = random_run(steps=5)
     params, optimizer = stacked("adamw", initial, "onecycle")
-    assert optimizer._fast is None
     for step_grads in grads:
         step(params, optimizer, step_grads)
+    assert optimizer._fast_path is None
     monkeypatch.undo()  # torch's kernel back: the general path by choice
     use_path(monkeypatch, False)
     general_params, general = stacked("adamw", initial, "onecycle")
-    assert general._fast is None
     for step_grads in grads:
         step(general_params, general, step_grads)
+    assert general._fast_path is None
     for param, general_param in zip(params, general_params, strict=True):
         assert torch.equal(param, general_param)

@@ -14,7 +14,7 @@ from letters.engine.module import LetterClassifier
 from letters.nn.augment import PhotoAugment, shifted_views
 from letters.nn.autograd import Standardize
 from letters.nn.model import MLP
-from letters.optim.stacked import schedule_factors
+from letters.optim import schedule_factors
 
 
 @pytest.mark.parametrize("batch", [1, 6])

@@ -173,3 +173,22 @@ def test_training_stops_when_every_member_diverged() -> None:
     trainer = fit(model, 5)
     assert model.active == [False]
     assert trainer.current_epoch < 5
+
+
+def test_the_optimizers_mask_freezes_a_member_through_the_next_fit() -> None:
+    """The module's ``active`` is the optimizer's mask, and the next fit's optimizer (after
+    pre-training) takes it over: a member frozen there neither trains nor records anything,
+    and its stack-mate trains on."""
+    stack = make_model(MEMBERS[:2])
+    fit(stack, 1)
+    assert stack.active == [True, True]
+    stack.stacked_optimizer.active[1] = False  # as a diverged member, or a loaded checkpoint
+    frozen = [parameter[1].clone() for parameter in stack.parameters()]
+    stack.start_afresh()  # as letters.train does after pre-training
+    fit(stack, 2)
+    assert stack.active == [True, False]
+    assert stack.histories[0]["epoch"] == [1, 2]
+    assert stack.histories[1]["train_loss"] == []
+    assert stack.diverged_at == [None, None]
+    for parameter, before in zip(stack.parameters(), frozen, strict=True):
+        assert torch.equal(parameter[1], before)

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks.progress import ProgressBar
 
+from letters.common.compat import dump_checkpoint
 from letters.common.files import write_atomically
 from letters.engine.members import member_checkpoint
 
@@ -68,13 +69,10 @@ class MemberCheckpoints(pl.Callback):
         if trainer.state.fn != "fit" or trainer.sanity_checking:
             return
         improved = []
+        active = pl_module.active
         for member, accuracy in enumerate(pl_module.validation_acc):
             best = self.best_scores[member]
-            if (
-                pl_module.active[member]
-                and accuracy is not None
-                and (best is None or accuracy > best)
-            ):
+            if active[member] and accuracy is not None and (best is None or accuracy > best):
                 self.best_scores[member] = accuracy
                 improved.append(member)
         self.save(trainer, improved, "best")
@@ -88,7 +86,7 @@ class MemberCheckpoints(pl.Callback):
         if not members:
             return
         # What Trainer.save_checkpoint writes, before it is written: cut per member first.
-        checkpoint = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        checkpoint = dump_checkpoint(trainer)
         for member in members:
             one = member_checkpoint(checkpoint, member, self.state_key)
             write_atomically(

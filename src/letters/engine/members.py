@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from letters.optim import OPTIMIZER_MEMBER_KEYS, member_optimizer_state
+
 # The settings that may differ between the members of one stack, with the reference's values
 # (conf/train.yaml's defaults), which a member that names none of them gets.
 DEFAULT_MEMBER: dict[str, Any] = {
@@ -25,8 +27,8 @@ DEFAULT_MEMBER: dict[str, Any] = {
     "weight_decay": 0.0,
 }
 MEMBER_KEYS: tuple[str, ...] = tuple(DEFAULT_MEMBER)
-# The optimizer config repeats three of them (conf/optimizer/*.yaml: lr: ${lr}, ...).
-OPTIMIZER_MEMBER_KEYS: tuple[str, ...] = ("lr", "momentum", "weight_decay")
+# OPTIMIZER_MEMBER_KEYS (letters.optim): those of them that are the optimizer's; the optimizer
+# config repeats them (conf/optimizer/*.yaml: lr: ${lr}, ...).
 
 
 def member_settings(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -61,8 +63,6 @@ def member_checkpoint(
     Every tensor of the model and the optimizer has the member dimension first; the module's
     hyper-parameters and history, and ``callback_key``'s state, hold one entry per member.
     """
-    from letters.optim.stacked import member_optimizer_state
-
     one = dict(checkpoint)
     one["state_dict"] = {
         name: tensor[index : index + 1].clone() for name, tensor in checkpoint["state_dict"].items()

@@ -12,24 +12,16 @@ import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from letters.common.compat import count_optimizer_steps
 from letters.common.seeds import AUGMENT, epoch_seed
 from letters.data.modules import Chunk
 from letters.engine.members import DEFAULT_MEMBER, OPTIMIZER_MEMBER_KEYS
 from letters.nn.augment import PhotoAugment, shifted_views
 from letters.nn.autograd import cross_entropy
 from letters.nn.model import MLP
-from letters.optim.stacked import StackedOptimizer
+from letters.optim import StackedOptimizer
 
 log = logging.getLogger("letters.train")
-
-
-def count_optimizer_steps(trainer: pl.Trainer, steps: int) -> None:
-    """Advance Lightning's optimizer-step counter (trainer.global_step) for steps taken
-    directly on the torch optimizer, as LightningOptimizer.step would have."""
-    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-    for _ in range(steps):
-        progress.increment_ready()
-        progress.increment_completed()
 
 
 def new_history() -> dict[str, list[float]]:
@@ -89,10 +81,13 @@ class LetterClassifier(pl.LightningModule):
         self._direct_steps: bool | None = None
         # Where each member's scalars go (letters.runs.trackers.RunTrackers; train.py sets them).
         self.member_trackers: list[Any] = []
-        # Per member: still training (a member whose loss or weights become non-finite stops
-        # there), where it diverged, and its per-epoch values; saved in checkpoints, so a
-        # resumed run and letters.test draw the whole curve.
-        self.active = [True] * len(self.members)
+        # Which members still train is the optimizer's mask (StackedOptimizer.active, saved
+        # with its state); ``active`` reads it. A new fit's optimizer takes over the last one's.
+        self.stacked_optimizer: StackedOptimizer | None = None
+        self._active_read: list[bool] | None = None
+        # Per member: where it diverged (its loss or weights became non-finite), and its
+        # per-epoch values; saved in checkpoints, so a resumed run and letters.test draw the
+        # whole curve.
         self.diverged_at: list[tuple[int, int] | None] = [None] * len(self.members)
         self.start_afresh()
         self.reset_train_sums()
@@ -109,6 +104,22 @@ class LetterClassifier(pl.LightningModule):
     @property
     def stack_size(self) -> int:
         return len(self.members)
+
+    @property
+    def active(self) -> list[bool]:
+        """Which members still train (a copy): the optimizer's mask as the training's start or
+        the last epoch's end left it (``read_active``). A step may freeze a member on the
+        device at any time; the epoch's end records it. Every member where there is no
+        optimizer (a module loaded to test or predict)."""
+        if self._active_read is None:
+            self.read_active()
+        return [True] * self.stack_size if self._active_read is None else list(self._active_read)
+
+    def read_active(self) -> None:
+        """Bring the optimizer's mask to the host for ``active``: a sync, done where the fit
+        syncs anyway (its start, after Lightning restored a checkpoint; each epoch's end)."""
+        optimizer = self.stacked_optimizer
+        self._active_read = None if optimizer is None else optimizer.active.tolist()
 
     def member_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Each member's logits [K, batch, classes]. Test-time views (``test_time_polarity``:
@@ -246,6 +257,7 @@ class LetterClassifier(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self.loss_weights = torch.ones(self.stack_size, device=self.device)
+        self.read_active()  # the members frozen before this fit (pre-training, a checkpoint)
         # Marks the end of start-up: scripts/benchmark.py times a run up to this line.
         log.info(
             "training starts: %d optimizer steps per epoch, a stack of %d",
@@ -280,16 +292,15 @@ class LetterClassifier(pl.LightningModule):
         ).all(dim=0)
         finite_weights = finite.tolist()
         losses = (self.train_loss_sum / self.train_seen).tolist()
-        optimizer = self.optimizers().optimizer
+        optimizer = self.stacked_optimizer
         epoch, step = self.current_epoch + 1, self.trainer.global_step
-        for member in range(self.stack_size):
-            if not self.active[member]:
+        for member, was_active in enumerate(self.active):  # as this epoch began
+            if not was_active:
                 continue
             if bad_steps[member] >= 0 or not finite_weights[member]:
                 where = bad_steps[member] + 1 if bad_steps[member] >= 0 else self.train_steps
-                self.active[member] = False
                 self.diverged_at[member] = (epoch, where)
-                optimizer.active[member] = False
+                optimizer.active[member] = False  # a non-finite loss has frozen it already
                 log.error(
                     "training diverged: non-finite %s at epoch %d, step %d",
                     "loss" if bad_steps[member] >= 0 else "weights",
@@ -301,6 +312,7 @@ class LetterClassifier(pl.LightningModule):
             self.histories[member]["epoch"].append(epoch)
             self.histories[member]["train_loss"].append(losses[member])
             self.log_member(member, {"loss/train": losses[member]}, step)
+        self.read_active()
         if not any(self.active):
             self.trainer.should_stop = True
 
@@ -329,8 +341,9 @@ class LetterClassifier(pl.LightningModule):
         accuracies = (self.eval_correct.float() / self.eval_seen).tolist()
         losses = (self.eval_loss_sum / self.eval_seen).tolist()
         in_fit = self.trainer.state.fn == "fit"
+        active = self.active
         for member in range(self.stack_size):
-            if not self.active[member]:
+            if not active[member]:
                 self.validation_acc[member] = None
                 continue
             self.validation_acc[member] = accuracies[member]
@@ -355,7 +368,7 @@ class LetterClassifier(pl.LightningModule):
             if key != "name" and key not in OPTIMIZER_MEMBER_KEYS
         }
         total_steps = max(1, self.trainer.max_epochs * self.trainer.datamodule.steps_per_epoch)
-        return StackedOptimizer(
+        optimizer = StackedOptimizer(
             self.model.parameters(),
             self.optimizer_config["name"],
             lr=[member["lr"] for member in self.members],
@@ -365,3 +378,8 @@ class LetterClassifier(pl.LightningModule):
             total_steps=total_steps,
             **settings,
         )
+        if self.stacked_optimizer is not None:  # a fit after pre-training: frozen stay frozen
+            optimizer.active.copy_(self.stacked_optimizer.active)
+        # Lightning may restore the mask from a checkpoint after this: read it from then on.
+        self.stacked_optimizer, self._active_read = optimizer, None
+        return optimizer

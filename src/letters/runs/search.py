@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from letters.optim.stacked import OPTIMIZERS
+from letters.optim import OPTIMIZERS
 
 # The momentum's range, as ``momentum: interval(0.8, 0.98)`` in hydra.sweeper.params would be.
 MOMENTUM = (0.8, 0.98)

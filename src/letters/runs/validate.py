@@ -13,7 +13,7 @@ from letters.common.config import choice, number
 from letters.common.errors import ConfigError
 from letters.nn.autograd import ACTIVATIONS, REDUCTIONS
 from letters.nn.model import INITS, INPUT_NORMS
-from letters.optim.stacked import OPTIMIZERS, SCHEDULERS
+from letters.optim import OPTIMIZERS, SCHEDULERS
 
 log = logging.getLogger(__name__)
 
