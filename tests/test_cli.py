@@ -10,20 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
-
-TINY = ["epochs=2", "val_interval=1", "batch_size=16", "pictures=false"]
+from conftest import SMALL, list_data, run_cli, run_training
 
 
 @pytest.fixture(scope="module")
 def trained_run(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real training run on the tiny list data, shared by the tests that read its files."""
-    import os
-
-    work = tmp_path_factory.mktemp("run")
-    os.environ["LETTERS_CACHE_DIR"] = str(work / "cache")
-    result = run_cli("train", "data=list", f"data.root={list_dataset}", *TINY, cwd=work)
-    (run_dir,) = (work / "outputs" / "runs").iterdir()
+    result = run_training(tmp_path_factory.mktemp("run"), *SMALL, data=list_dataset)
+    run_dir = result.folder
     assert f"outputs: outputs/runs/{run_dir.name}" in result.stdout
     assert f"tensorboard --logdir outputs/runs/{run_dir.name}" in result.stdout
     return run_dir
@@ -108,25 +102,16 @@ def test_checkpoint_alone_rebuilds_model(trained_run: Path) -> None:
 def test_default_main_job_on_synthetic_data(tmp_path: Path, cache_dir: Path) -> None:
     """`python -m letters.train` with no data argument trains on the embedded synthetic data."""
     small = ["data.train_per_class=3", "data.validation_per_class=1", "data.test_per_class=1"]
-    run_cli("train", *small, *TINY, "optimizer=adam", "hidden_sizes=[16,16]", cwd=tmp_path)
-    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    run_dir = run_training(
+        tmp_path, *small, *SMALL, "optimizer=adam", "hidden_sizes=[16,16]"
+    ).folder
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["params"]["data"] == "SyntheticDataModule"
     assert metrics["params"]["optimizer"] == "adam" and metrics["params"]["hidden_sizes"] == "16,16"
 
 
-def test_multirun_gives_each_job_its_directory(list_dataset, tmp_path, cache_dir) -> None:
-    run_cli(
-        "train",
-        "-m",
-        "data=list",
-        f"data.root={list_dataset}",
-        "epochs=1",
-        "val_interval=1",
-        "momentum=0.9,0.95",
-        cwd=tmp_path,
-    )
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+def test_multirun_gives_each_job_its_directory(sweep_here) -> None:
+    sweep = sweep_here("epochs=1", "val_interval=1", "momentum=0.9,0.95").folder
     momenta = sorted(
         json.loads((job / "metrics.json").read_text())["params"]["momentum"]
         for job in sweep.iterdir()
@@ -192,7 +177,7 @@ def test_the_progress_bar_counts_optimizer_steps_and_epochs_from_one(
 ) -> None:
     """On a terminal (forced on here): epochs from 1, optimizer steps (104 images / 16 = 7),
     the training loss and the validation accuracy on the bar."""
-    data = ["data=list", f"data.root={list_dataset}", "epochs=2", "batch_size=16"]
+    data = [*list_data(list_dataset), "epochs=2", "batch_size=16"]
     result = run_cli(
         "train",
         *data,

@@ -9,20 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_training
 
 FAST = ["epochs=3", "batch_size=16", "val_interval=1", "pictures=false"]
 
 
 @pytest.fixture(scope="module")
 def ensemble_run(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import os
-
     work = tmp_path_factory.mktemp("ensemble")
-    os.environ["LETTERS_CACHE_DIR"] = str(work / "cache")
-    data = ["data=list", f"data.root={list_dataset}", *FAST, "seed=4"]
-    run_cli("train", *data, "ensemble=3", "hydra.run.dir=outputs/ensemble", cwd=work)
-    run_cli("train", *data, "hydra.run.dir=outputs/alone", cwd=work)
+    settings = [*FAST, "seed=4"]
+    run_training(work, *settings, "ensemble=3", "hydra.run.dir=outputs/ensemble", data=list_dataset)
+    run_training(work, *settings, "hydra.run.dir=outputs/alone", data=list_dataset)
     return work / "outputs"
 
 
@@ -70,11 +67,9 @@ def test_the_ensemble_is_the_mean_of_its_members_probabilities(
     assert f"{image}: " in predicted.stdout
 
 
-def test_ensembles_of_a_sweep_train_as_one_stack(
-    list_dataset: Path, tmp_path: Path, cache_dir
-) -> None:
-    args = ["-m", "data=list", f"data.root={list_dataset}", *FAST, "seed=1,2", "ensemble=2"]
-    result = run_cli("train", *args, "hydra/launcher=stacked", "hydra.sweep.dir=s", cwd=tmp_path)
+def test_ensembles_of_a_sweep_train_as_one_stack(sweep_here, tmp_path: Path) -> None:
+    args = [*FAST, "seed=1,2", "ensemble=2"]
+    result = sweep_here(*args, "hydra/launcher=stacked", "hydra.sweep.dir=s")
     assert "a stack of 4 runs" in result.stdout + result.stderr
     for job in ("0", "1"):
         record = json.loads((tmp_path / "s" / job / "metrics.json").read_text())

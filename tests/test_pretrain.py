@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import SMALL, list_data, run_cli, run_training
 
-FAST = ["epochs=2", "batch_size=16", "val_interval=1", "pictures=false", "seed=3"]
+FAST = [*SMALL, "seed=3"]
 # A tiny synthetic set to pre-train on (26 x 4 rendered letters), in the test's own cache.
 PRETRAIN = [
     "pretrain=synthetic",
@@ -27,14 +27,13 @@ PRETRAIN = [
 def runs(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same seed trained with and without pre-training, and as member 0 of an ensemble
     of two pre-trained members (one stack)."""
-    import os
-
     work = tmp_path_factory.mktemp("pretrain")
-    os.environ["LETTERS_CACHE_DIR"] = str(work / "cache")
-    data = ["data=list", f"data.root={list_dataset}", *FAST]
-    run_cli("train", *data, *PRETRAIN, "hydra.run.dir=outputs/pretrained", cwd=work)
-    run_cli("train", *data, "hydra.run.dir=outputs/plain", cwd=work)
-    run_cli("train", *data, *PRETRAIN, "ensemble=2", "hydra.run.dir=outputs/ensemble", cwd=work)
+    for name, overrides in (
+        ("pretrained", PRETRAIN),
+        ("plain", []),
+        ("ensemble", [*PRETRAIN, "ensemble=2"]),
+    ):
+        run_training(work, *FAST, *overrides, f"hydra.run.dir=outputs/{name}", data=list_dataset)
     return work
 
 
@@ -110,14 +109,13 @@ def test_pretraining_on_emnist_when_it_is_there(
 ) -> None:
     emnist = tmp_path / "emnist"
     write_fake_emnist(emnist)
-    data = ["data=list", f"data.root={list_dataset}", *FAST, "hydra.run.dir=run"]
     emnist_args = [
         "pretrain=emnist",
         f"pretrain.data.root={emnist}",
         "pretrain.data.download=false",
     ]
-    run_cli("train", *data, *emnist_args, cwd=tmp_path)
-    record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    run = run_training(tmp_path, *FAST, "hydra.run.dir=run", *emnist_args, data=list_dataset)
+    record = json.loads((run.folder / "metrics.json").read_text())
     assert record["status"] == "finished" and record["pretrained"]["data"] == "emnist"
     assert record["params"]["pretrain"] == "emnist x1"
 
@@ -125,7 +123,7 @@ def test_pretraining_on_emnist_when_it_is_there(
 def test_pretraining_on_emnist_that_is_not_there_says_where_to_put_it(
     list_dataset: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
-    data = ["data=list", f"data.root={list_dataset}", *FAST]
+    data = [*list_data(list_dataset), *FAST]
     missing = [
         "pretrain=emnist",
         f"pretrain.data.root={tmp_path}/none",
@@ -140,7 +138,7 @@ def test_pretraining_on_emnist_that_is_not_there_says_where_to_put_it(
 def test_pretraining_epochs_must_be_a_whole_number_above_zero(
     list_dataset: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
-    data = ["data=list", f"data.root={list_dataset}", *FAST]
+    data = [*list_data(list_dataset), *FAST]
     result = run_cli("train", *data, *PRETRAIN, "pretrain.epochs=0", cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "error: pretrain.epochs=0 must be >= 1"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_training
 from letters.engine.module import LetterClassifier
 from letters.nn.augment import PhotoAugment, shifted_views
 from letters.nn.autograd import Standardize
@@ -103,16 +103,9 @@ def test_schedules_peak_at_lr_and_anneal(name: str) -> None:
 
 
 def test_best_experiment_runs_end_to_end(list_dataset: Path, tmp_path: Path, cache_dir) -> None:
-    run_cli(
-        "train",
-        "experiment=best",
-        "data=list",
-        f"data.root={list_dataset}",
-        "epochs=2",
-        "pictures=false",
-        cwd=tmp_path,
-    )
-    (run_dir,) = (tmp_path / "outputs" / "runs").iterdir()
+    run_dir = run_training(
+        tmp_path, "experiment=best", "epochs=2", "pictures=false", data=list_dataset
+    ).folder
     assert run_dir.name.endswith("_best")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     params = metrics["params"]
@@ -132,19 +125,17 @@ def test_best_ensemble_experiment_runs_end_to_end(
         "pretrain.data.test_per_class=1",
         "pretrain.data.image_size=40",
     ]
-    run_cli(
-        "train",
+    run = run_training(
+        tmp_path,
         "experiment=best_ensemble",
-        "data=list",
-        f"data.root={list_dataset}",
         "epochs=1",
         "ensemble=2",
         *tiny_pretraining,
         "pictures=false",
         "hydra.run.dir=run",
-        cwd=tmp_path,
+        data=list_dataset,
     )
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((run.folder / "metrics.json").read_text())
     params = metrics["params"]
     assert metrics["status"] == "finished" and metrics["ensemble"] == 2
     assert params["pretrain"] == "synthetic x1" and params["test_time_shift"] == 2

@@ -23,20 +23,7 @@ from letters.reporting.sweep_summary import SweepSummary, plain_optuna_logs
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def tiny(list_dataset: Path) -> list[str]:
-    return [
-        "data=list",
-        f"data.root={list_dataset}",
-        "epochs=1",
-        "val_interval=1",
-        "batch_size=16",
-        "pictures=false",
-    ]
-
-
-def only_sweep(work: Path) -> Path:
-    (sweep,) = (work / "outputs" / "sweeps").iterdir()
-    return sweep
+ONE_EPOCH = ["epochs=1", "val_interval=1", "batch_size=16", "pictures=false"]
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -472,19 +459,11 @@ def summary_part(stdout: str) -> str:
     return stdout[stdout.index("\n== ") :]
 
 
-def test_momentum_table_sweep_ends_with_its_summary_and_report(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
-) -> None:
-    result = run_cli(
-        "train",
-        "-m",
-        "experiment=momentum_table",
-        "seed=1,2",
-        "hydra/launcher=stacked",
-        *tiny(list_dataset),
-        cwd=tmp_path,
+def test_momentum_table_sweep_ends_with_its_summary_and_report(sweep_here, tmp_path) -> None:
+    result = sweep_here(
+        "experiment=momentum_table", "seed=1,2", "hydra/launcher=stacked", *ONE_EPOCH
     )
-    sweep = only_sweep(tmp_path)
+    sweep = result.folder
     summary = summary_part(result.stdout)
     assert "== 10 jobs of the sweep, as each ended (from metrics.json)" in summary
     for number, metrics_file in enumerate(sorted(sweep.glob("*/metrics.json"))):
@@ -505,20 +484,11 @@ def test_momentum_table_sweep_ends_with_its_summary_and_report(
     assert printed.split("\n\nwritten: ")[0].strip() in summary
 
 
-def test_optuna_search_ends_with_its_best_trial(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
-) -> None:
-    result = run_cli(
-        "train",
-        "-m",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=3",
-        *tiny(list_dataset),
-        cwd=tmp_path,
-    )
+def test_optuna_search_ends_with_its_best_trial(sweep_here) -> None:
+    result = sweep_here("hparams_search=optuna", "hydra.sweeper.n_trials=3", *ONE_EPOCH)
     assert "\x1b" not in result.stdout + result.stderr
     assert "is ignored" not in result.stdout + result.stderr
-    sweep = only_sweep(tmp_path)
+    sweep = result.folder
     for job in sweep.glob("*/.hydra/overrides.yaml"):
         overrides = dict(line.split("=", 1) for line in yaml.safe_load(job.read_text()))
         assert ("momentum" in overrides) == (overrides["optimizer"] == "sgd"), overrides
@@ -540,19 +510,8 @@ def test_optuna_search_ends_with_its_best_trial(
     assert found["best_value"] == pytest.approx(metrics["val_acc"])
 
 
-def test_submitit_jobs_results_reach_the_console(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
-) -> None:
-    result = run_cli(
-        "train",
-        "-m",
-        "momentum=0.9,0.95",
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
-        *tiny(list_dataset),
-        cwd=tmp_path,
-    )
-    summary = summary_part(result.stdout)
+def test_submitit_jobs_results_reach_the_console(submitit_sweep) -> None:
+    summary = summary_part(submitit_sweep.stdout)  # the session's sweep, shared with test_sweeps
     for job, momentum in (("0", "0.9"), ("1", "0.95")):
         assert re.search(rf"\n  {job} \(momentum={momentum}\): finished: val_acc [\d.]+%", summary)
     assert re.search(r"\| 0\.9 \| [\d.]+ \| [\d.]+ \| 1 \| 67\.2 / 71\.0 \|", summary)

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from conftest import cli_command, cli_environment, list_data, run_cli, run_training
 
 FAST = ["epochs=1", "pictures=false", "batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def fast_run(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short run whose checkpoints and config the tests below damage or doctor (copies)."""
+    return run_training(tmp_path_factory.mktemp("fast"), *FAST, data=list_dataset).folder
 
 
 def first_image(root: Path, split: str = "train") -> Path:
@@ -91,7 +96,7 @@ def test_bad_data_ends_in_one_line(list_dataset, tmp_path, cache_dir, case, brea
     shutil.copytree(list_dataset, root)
     image = first_image(root)
     breakage(root)
-    result = run_cli("train", "data=list", f"data.root={root}", *FAST, cwd=tmp_path, check=False)
+    result = run_cli("train", *list_data(root), *FAST, cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
@@ -112,7 +117,7 @@ def test_unusual_images_work(list_dataset: Path, tmp_path: Path, cache_dir: Path
     source.convert("CMYK").save(root / "images" / names[4], format="JPEG")
     source.resize((1, 1)).save(root / "images" / names[5], format="PNG")
     source.resize((3000, 2000)).save(root / "images" / names[6], format="PNG")
-    run_cli("train", "data=list", f"data.root={root}", *FAST, cwd=tmp_path)
+    run_training(tmp_path, *FAST, data=root)
 
 
 CONFIG_CASES = [
@@ -143,15 +148,7 @@ def test_bad_config_is_named_before_any_work(tmp_path, cache_dir, override, mess
 
 
 def test_momentum_for_adam_warns_once(list_dataset: Path, tmp_path: Path, cache_dir: Path):
-    result = run_cli(
-        "train",
-        "data=list",
-        f"data.root={list_dataset}",
-        "optimizer=adam",
-        "momentum=0.5",
-        *FAST,
-        cwd=tmp_path,
-    )
+    result = run_training(tmp_path, "optimizer=adam", "momentum=0.5", *FAST, data=list_dataset)
     warnings = [line for line in (result.stdout + result.stderr).splitlines() if "momentum" in line]
     assert (
         len(warnings) == 1
@@ -162,8 +159,7 @@ def test_momentum_for_adam_warns_once(list_dataset: Path, tmp_path: Path, cache_
 def test_divergence_stops_and_is_recorded(list_dataset, tmp_path, cache_dir) -> None:
     result = run_cli(
         "train",
-        "data=list",
-        f"data.root={list_dataset}",
+        *list_data(list_dataset),
         "lr=1e9",
         "epochs=3",
         "val_interval=1",
@@ -182,11 +178,8 @@ def test_divergence_stops_and_is_recorded(list_dataset, tmp_path, cache_dir) -> 
         assert all(torch.isfinite(value).all() for value in state.values())
 
 
-def test_multirun_goes_on_after_a_divergence(list_dataset, tmp_path, cache_dir) -> None:
-    run_cli(
-        "train", "-m", "data=list", f"data.root={list_dataset}", "lr=1e9,1e-3", *FAST, cwd=tmp_path
-    )
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
+def test_multirun_goes_on_after_a_divergence(sweep_here) -> None:
+    sweep = sweep_here("lr=1e9,1e-3", *FAST).folder
     statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/metrics.json"))
     assert statuses == ["diverged", "finished"]
 
@@ -198,27 +191,23 @@ def run_metrics(run_dir: Path) -> dict:
 
 def test_killed_run_resumes_to_the_same_result(list_dataset, tmp_path, cache_dir) -> None:
     arguments = [
-        "data=list",
-        f"data.root={list_dataset}",
+        *list_data(list_dataset),
         "epochs=120",
         "val_interval=7",
         "steps_per_call=1",
         "pictures=false",
         "trainer.enable_progress_bar=false",
     ]
-    whole = tmp_path / "whole"
-    whole.mkdir()
-    run_cli("train", *arguments, cwd=whole)
-    (whole_run,) = (whole / "outputs" / "runs").iterdir()
+    whole_run = run_training(tmp_path / "whole", *arguments).folder
 
     killed = tmp_path / "killed"
     killed.mkdir()
     process = subprocess.Popen(
-        [sys.executable, "-m", "letters.train", *arguments],
+        cli_command("train", *arguments),
         cwd=killed,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=dict(os.environ),
+        env=cli_environment(),
     )
     deadline = time.monotonic() + 120
     while not list(killed.glob("outputs/runs/*/checkpoints/last.ckpt")):
@@ -246,19 +235,10 @@ def test_resume_refuses_other_changes(tmp_path: Path) -> None:
 
 
 def test_same_config_same_numbers(list_dataset, tmp_path, cache_dir) -> None:
-    for attempt in ("first", "second"):
-        (tmp_path / attempt).mkdir()
-        run_cli(
-            "train",
-            "data=list",
-            f"data.root={list_dataset}",
-            "epochs=3",
-            "pictures=false",
-            "seed=5",
-            cwd=tmp_path / attempt,
-        )
+    settings = ["epochs=3", "pictures=false", "seed=5"]
     first, second = (
-        next((tmp_path / a / "outputs" / "runs").iterdir()) for a in ("first", "second")
+        run_training(tmp_path / attempt, *settings, data=list_dataset).folder
+        for attempt in ("first", "second")
     )
     assert run_metrics(first) == run_metrics(second)
 
@@ -281,9 +261,8 @@ def damaged_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str
     }
 
 
-def test_damaged_checkpoints_are_one_line(list_dataset, tmp_path, cache_dir) -> None:
-    run_cli("train", "data=list", f"data.root={list_dataset}", *FAST, cwd=tmp_path)
-    (good,) = (tmp_path / "outputs" / "runs").glob("*/checkpoints/best.ckpt")
+def test_damaged_checkpoints_are_one_line(fast_run, list_dataset, tmp_path, cache_dir) -> None:
+    good = fast_run / "checkpoints" / "best.ckpt"
     image = first_image(list_dataset)
     for name, (path, message) in damaged_checkpoints(tmp_path, good).items():
         for command in (["test", f"ckpt={path}"], ["predict", f"ckpt={path}", f"images=[{image}]"]):
@@ -324,26 +303,22 @@ def test_a_file_size_limit_while_checkpointing_is_one_line(
 ) -> None:
     """ulimit -f below a checkpoint's size: the run ends with one line naming the checkpoint,
     exit status 1, no traceback and no half-written file."""
-    import os
     import resource
-    import subprocess
-    import sys
 
     def limit_file_size() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (40_000, 40_000))
 
-    data = ["data=list", f"data.root={list_dataset}", "epochs=1", "pictures=false"]
+    data = [*list_data(list_dataset), "epochs=1", "pictures=false"]
     first = tmp_path / "first"
-    first.mkdir()
-    run_cli("train", *data, cwd=first)  # decodes the data into the cache, without a limit
-    result = subprocess.run(
-        [sys.executable, "-m", "letters.train", *data, "hidden_sizes=[64]"],
+    # Decodes the data into the cache, without a limit.
+    previous = run_training(first, *data).folder
+    result = run_cli(
+        "train",
+        *data,
+        "hidden_sizes=[64]",
         cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=limit_file_size,
+        check=False,
+        before_exec=limit_file_size,
     )
     assert result.returncode == 1
     (line,) = result.stderr.strip().splitlines()[-1:]
@@ -354,16 +329,14 @@ def test_a_file_size_limit_while_checkpointing_is_one_line(
     assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())
 
     # Continuing a run under the same limit: its previous checkpoints stay whole.
-    (previous,) = (first / "outputs" / "runs").iterdir()
     before = (previous / "checkpoints" / "last.ckpt").read_bytes()
-    result = subprocess.run(
-        [sys.executable, "-m", "letters.train", f"resume={previous}", "epochs=3"],
+    result = run_cli(
+        "train",
+        f"resume={previous}",
+        "epochs=3",
         cwd=first,
-        env={k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=limit_file_size,
+        check=False,
+        before_exec=limit_file_size,
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()[-1:]
@@ -382,7 +355,7 @@ def test_a_folder_that_cannot_be_made_is_one_line(
     run = tmp_path / "outputs" / "fixed"
     run.mkdir(parents=True)
     (run / blocked).write_text("in the way")
-    data = ["data=list", f"data.root={list_dataset}", "epochs=1", "batch_size=16"]
+    data = [*list_data(list_dataset), "epochs=1", "batch_size=16"]
     result = run_cli("train", *data, "hydra.run.dir=outputs/fixed", cwd=tmp_path, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()[-1:]
@@ -407,13 +380,11 @@ class RunsCode:
 
 
 def test_checkpoints_and_configs_handed_over_cannot_run_code(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
+    fast_run: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     """A checkpoint carrying pickled code, or naming another class to instantiate, and a run
     whose config.yaml does, are refused in one line naming the file; nothing runs."""
-    data = ["data=list", f"data.root={list_dataset}", *FAST]
-    run_cli("train", *data, cwd=tmp_path)
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    run = fast_run
     good = run / "checkpoints" / "best.ckpt"
     marker = tmp_path / "code-ran"
 

@@ -7,14 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import cli_command, cli_environment, list_data, run_cli, run_training
 
 LONG = ["epochs=100000", "val_interval=1000", "batch_size=16", "pictures=false"]
 
@@ -29,14 +28,13 @@ def start_and_signal(
 ) -> subprocess.CompletedProcess:
     """``python -m letters.train args``; once ``log`` (the console by default) says training
     runs, send ``signum`` to ``target()`` (by default the command itself); wait for it."""
-    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
     console_log = cwd / "console.txt"
     log = log or console_log
     with open(console_log, "w") as console:
         process = subprocess.Popen(
-            [sys.executable, "-m", "letters.train", *args],
+            cli_command("train", *args),
             cwd=cwd,
-            env=env,
+            env=cli_environment(),
             stdout=console,
             stderr=subprocess.STDOUT,
         )
@@ -53,17 +51,13 @@ def start_and_signal(
     )
 
 
-def data_args(list_dataset: Path) -> list[str]:
-    return ["data=list", f"data.root={list_dataset}"]
-
-
 @pytest.mark.parametrize(
     ("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"]
 )
 def test_a_signal_stops_a_run_with_last_ckpt_saved_and_says_how_to_continue(
     list_dataset: Path, tmp_path: Path, cache_dir: Path, signum: int, status: int
 ) -> None:
-    result = start_and_signal([*data_args(list_dataset), *LONG], tmp_path, signum)
+    result = start_and_signal([*list_data(list_dataset), *LONG], tmp_path, signum)
     assert result.returncode == status, result.stdout
     (run,) = (tmp_path / "outputs" / "runs").iterdir()
     record = json.loads((run / "metrics.json").read_text())
@@ -82,7 +76,7 @@ def test_a_signal_stops_a_run_with_last_ckpt_saved_and_says_how_to_continue(
 def test_sigterm_stops_a_whole_stack_and_every_member_can_continue(
     list_dataset: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
-    args = ["-m", *data_args(list_dataset), *LONG, "seed=1,2", "hydra/launcher=stacked"]
+    args = ["-m", *list_data(list_dataset), *LONG, "seed=1,2", "hydra/launcher=stacked"]
     result = start_and_signal(args, tmp_path, signal.SIGTERM)
     assert result.returncode == 143, result.stdout
     (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
@@ -106,7 +100,7 @@ def test_a_sweep_stopped_by_sigterm_continues_in_its_own_folder(
 ) -> None:
     """Stopped half way, the same command plus hydra.sweep.dir=... resume=true finishes the
     sweep: the report equals an uninterrupted sweep's, and a second continue runs nothing."""
-    data = data_args(list_dataset)
+    data = list_data(list_dataset)
     long = ["epochs=100000", "val_interval=1000", "batch_size=16", "pictures=false"]
     args = ["-m", *data, *long, "momentum=0.9,0.95", "hydra.sweep.dir=outputs/sweeps/cut"]
     assert start_and_signal(args, tmp_path, signal.SIGTERM).returncode == 143
@@ -142,7 +136,7 @@ def test_continuing_a_sweep_reruns_only_what_did_not_finish(
 ) -> None:
     """A job whose metrics.json is missing (killed after its last checkpoint) continues from
     last.ckpt, a job never started runs, the finished ones are not run again."""
-    args = ["-m", *data_args(list_dataset), *SWEEP, "seed=1,2", *launcher, "torch_threads=1"]
+    args = ["-m", *list_data(list_dataset), *SWEEP, "seed=1,2", *launcher, "torch_threads=1"]
     run_cli("train", *args, "hydra.sweep.dir=outputs/sweeps/s", cwd=tmp_path)
     sweep = tmp_path / "outputs" / "sweeps" / "s"
     before = {job.name: (job / "metrics.json").read_text() for job in sweep.glob("[0-9]")}
@@ -185,7 +179,7 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
     # of the cores by default, a run alone all of them).
     run = ["epochs=800", "val_interval=1000", "batch_size=16", "pictures=false", "torch_threads=1"]
     run.append("seed=1,2")
-    args = ["-m", *data_args(list_dataset), *run, "hydra/launcher=submitit_local"]
+    args = ["-m", *list_data(list_dataset), *run, "hydra/launcher=submitit_local"]
     args += ["hydra.launcher.timeout_min=10", "hydra.sweep.dir=outputs/sweeps/requeued"]
     sweep = tmp_path / "outputs" / "sweeps" / "requeued"
     result = start_and_signal(
@@ -202,8 +196,7 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
     requeued = json.loads((sweep / "0" / "metrics.json").read_text())
     assert requeued["status"] == "finished" and requeued["epochs_completed"] == 800
     # Uninterrupted, the same job ends with the same numbers.
-    run_cli("train", *data_args(list_dataset), *run[:-1], "seed=1", cwd=tmp_path)
-    (single,) = (tmp_path / "outputs" / "runs").iterdir()
+    single = run_training(tmp_path, *run[:-1], "seed=1", data=list_dataset).folder
     uninterrupted = json.loads((single / "metrics.json").read_text())
     for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
         assert requeued[key] == uninterrupted[key], key
@@ -220,7 +213,7 @@ def test_sigterm_during_pretraining_says_nothing_can_be_continued_yet(
         "pretrain.data.test_per_class=1",
         "pretrain.data.image_size=40",
     ]
-    args = [*data_args(list_dataset), *LONG, *pretraining]
+    args = [*list_data(list_dataset), *LONG, *pretraining]
     result = start_and_signal(args, tmp_path, signal.SIGTERM)
     assert result.returncode == 143, result.stdout
     assert "during pre-training; no checkpoint yet: run the command again" in result.stdout
@@ -235,7 +228,7 @@ def test_an_interrupted_ensemble_continues_as_a_whole_and_is_joined_again(
     list_dataset: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     result = start_and_signal(
-        [*data_args(list_dataset), *LONG, "ensemble=2"], tmp_path, signal.SIGTERM
+        [*list_data(list_dataset), *LONG, "ensemble=2"], tmp_path, signal.SIGTERM
     )
     assert result.returncode == 143, result.stdout
     (run,) = (tmp_path / "outputs" / "runs").iterdir()

@@ -4,58 +4,52 @@ what the basic launcher leaves, with the same numbers, and its checkpoints work 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import run_cli
-
-TINY = ["epochs=2", "val_interval=1", "batch_size=16"]
-SWEEP = ["momentum=0.9,0.95", "seed=1,2"]
-
-
-def only_sweep(work: Path) -> Path:
-    (sweep,) = (work / "outputs" / "sweeps").iterdir()
-    return sweep
-
-
-def jobs(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+from conftest import (
+    MOMENTUM_BY_SEED,
+    SMALL,
+    Trained,
+    job_records,
+    run_cli,
+    run_sweep,
+    run_training,
+    sweep_jobs,
+)
 
 
 def metrics(job: Path) -> dict:
     return json.loads((job / "metrics.json").read_text())
 
 
-def stacked_sweep(list_dataset: Path, work: Path, *overrides: str) -> list[dict]:
-    """A tiny stacked multirun in ``work`` through the CLI; each job's metrics.json."""
-    data = ["data=list", f"data.root={list_dataset}", *TINY, "pictures=false"]
-    run_cli("train", "-m", *data, *overrides, "hydra/launcher=stacked", cwd=work)
-    return [metrics(job) for job in jobs(only_sweep(work))]
+def paired_jobs(sweeps: dict[str, Path]) -> list[tuple[Path, Path]]:
+    """Each stacked job beside the basic launcher's job of the same number."""
+    return list(zip(sweep_jobs(sweeps["stacked"]), sweep_jobs(sweeps["basic"]), strict=True))
+
+
+def stacked_records(sweep_here: Callable[..., Trained], *overrides: str) -> list[dict]:
+    """A tiny stacked multirun in the test's folder; each job's metrics.json."""
+    return job_records(sweep_here(*SMALL, *overrides, "hydra/launcher=stacked").folder)
 
 
 @pytest.fixture(scope="module")
-def sweeps(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same 2 momentum x 2 seed sweep with the stacked and with the basic launcher."""
+def sweeps(
+    list_dataset: Path, momentum_seed_sweep: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    """The same 2 momentum x 2 seed sweep with the stacked and with the basic launcher (the
+    session's, shared with test_sweeps)."""
     work = tmp_path_factory.mktemp("stacks")
-    os.environ["LETTERS_CACHE_DIR"] = str(work / "cache")
-    data = ["data=list", f"data.root={list_dataset}"]
-    found = {}
-    for launcher in ("stacked", "basic"):
-        folder = work / launcher
-        folder.mkdir()
-        result = run_cli(
-            "train", "-m", *data, *TINY, *SWEEP, f"hydra/launcher={launcher}", cwd=folder
-        )
-        found[launcher] = only_sweep(folder)
-        (found[launcher] / "stdout.txt").write_text(result.stdout + result.stderr)
-    return found
+    stacked = run_sweep(work, *MOMENTUM_BY_SEED, "hydra/launcher=stacked", data=list_dataset)
+    (stacked.folder / "stdout.txt").write_text(stacked.console)
+    return {"stacked": stacked.folder, "basic": momentum_seed_sweep}
 
 
 def test_a_stacked_job_leaves_what_the_basic_launcher_leaves(sweeps: dict[str, Path]) -> None:
-    stacked, basic = jobs(sweeps["stacked"]), jobs(sweeps["basic"])
+    stacked, basic = sweep_jobs(sweeps["stacked"]), sweep_jobs(sweeps["basic"])
     assert len(stacked) == len(basic) == 4
 
     def files(job: Path) -> set[str]:
@@ -78,7 +72,7 @@ def test_stacked_and_basic_launchers_give_the_same_numbers(sweeps: dict[str, Pat
     """Each member of the stack is the run the basic launcher trains alone (CPU, same seeds):
     the same accuracies, and the same weights up to float rounding (measured: at most 2.1e-6
     absolute after 2 epochs, from batched and single matrix products summing in another order)."""
-    for mine, theirs in zip(jobs(sweeps["stacked"]), jobs(sweeps["basic"]), strict=True):
+    for mine, theirs in paired_jobs(sweeps):
         ours, reference = metrics(mine), metrics(theirs)
         assert ours["params"] == reference["params"]
         for key in ("val_acc", "best_val_acc", "test_acc"):
@@ -94,7 +88,7 @@ def test_stacked_and_basic_launchers_give_the_same_numbers(sweeps: dict[str, Pat
 def test_letters_test_on_a_stacked_job_reproduces_its_test_accuracy(
     sweeps: dict[str, Path], tmp_path: Path
 ) -> None:
-    job = jobs(sweeps["stacked"])[2]
+    job = sweep_jobs(sweeps["stacked"])[2]
     best = job / "checkpoints" / "best.ckpt"
     result = run_cli("test", f"ckpt={best}", "pictures=false", cwd=tmp_path)
     accuracy = metrics(job)["test_acc"]
@@ -104,7 +98,7 @@ def test_letters_test_on_a_stacked_job_reproduces_its_test_accuracy(
 
 
 def test_each_jobs_log_holds_its_own_lines(sweeps: dict[str, Path]) -> None:
-    logs = [(job / "train.log").read_text() for job in jobs(sweeps["stacked"])]
+    logs = [(job / "train.log").read_text() for job in sweep_jobs(sweeps["stacked"])]
     for text in logs:
         assert "data: ListDataModule" in text  # shared by the stack
         assert text.count("finished: val_acc") == 1  # its own summary only
@@ -116,7 +110,7 @@ def test_resume_continues_a_stacked_job_alone(sweeps: dict[str, Path], tmp_path:
     """A member's last.ckpt continues as a run of its own, in its own (here: moved) folder."""
     import shutil
 
-    original = jobs(sweeps["stacked"])[1]
+    original = sweep_jobs(sweeps["stacked"])[1]
     job = shutil.copytree(original, tmp_path / "moved")
     run_cli("train", f"resume={job}", "epochs=3", cwd=tmp_path)
     record = metrics(job)
@@ -128,40 +122,29 @@ def test_resume_continues_a_stacked_job_alone(sweeps: dict[str, Path], tmp_path:
 
 
 def test_bad_and_diverging_jobs_leave_their_stack_mates_alone(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
+    sweep_here: Callable[..., Trained], list_dataset: Path, tmp_path: Path
 ) -> None:
     """lr=-1 fails validation (recorded, not trained); lr=1e12 diverges inside the stack and
     stops there; the lr=1e-3 job finishes as it would alone."""
-    good, bad, diverged = stacked_sweep(list_dataset, tmp_path, "lr=1e-3,-1,1e12")
+    good, bad, diverged = stacked_records(sweep_here, "lr=1e-3,-1,1e12")
     assert good["status"] == "finished" and good["stack_size"] == 2
     assert bad["status"] == "failed" and "lr=-1" in bad["error"]
     assert diverged["status"] == "diverged" and diverged["diverged_epoch"] == 1
-    alone = tmp_path / "alone"
-    alone.mkdir()
-    run_cli(
-        "train",
-        "data=list",
-        f"data.root={list_dataset}",
-        *TINY,
-        "pictures=false",
-        "lr=1e-3",
-        cwd=alone,
-    )
-    (run,) = (alone / "outputs" / "runs").iterdir()
+    run = run_training(tmp_path / "alone", *SMALL, "lr=1e-3", data=list_dataset).folder
     assert metrics(run)["val_acc"] == good["val_acc"]
     assert metrics(run)["test_acc"] == good["test_acc"]
 
 
-def test_max_stack_bounds_the_stack_size(list_dataset: Path, tmp_path: Path, cache_dir) -> None:
-    records = stacked_sweep(list_dataset, tmp_path, "seed=1,2,3", "hydra.launcher.max_stack=2")
+def test_max_stack_bounds_the_stack_size(sweep_here: Callable[..., Trained]) -> None:
+    records = stacked_records(sweep_here, "seed=1,2,3", "hydra.launcher.max_stack=2")
     sizes = [record["stack_size"] for record in records]
     assert sizes == [2, 2, 1]
 
 
 def test_jobs_that_differ_in_shared_settings_train_in_separate_stacks(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
+    sweep_here: Callable[..., Trained],
 ) -> None:
-    records = stacked_sweep(list_dataset, tmp_path, "hidden_sizes=[8],[16]", "seed=1,2")
+    records = stacked_records(sweep_here, "hidden_sizes=[8],[16]", "seed=1,2")
     assert [r["stack_size"] for r in records] == [2, 2, 2, 2]
     assert [(r["params"]["hidden_sizes"], r["params"]["seed"]) for r in records] == [
         ("8", 1),
@@ -172,15 +155,13 @@ def test_jobs_that_differ_in_shared_settings_train_in_separate_stacks(
 
 
 def test_optuna_trials_of_one_batch_train_as_one_stack(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
+    sweep_here: Callable[..., Trained],
 ) -> None:
     """hydra.sweeper.n_jobs trials at a time reach the launcher together; sharing everything
     but lr, they become one stack, and the sweeper gets each trial's own accuracy."""
     import yaml
 
-    run_cli(
-        "train",
-        "-m",
+    sweep = sweep_here(
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=4",
@@ -189,14 +170,9 @@ def test_optuna_trials_of_one_batch_train_as_one_stack(
         "hidden_sizes=[16]",
         "activation=relu",
         "hydra/launcher=stacked",
-        "data=list",
-        f"data.root={list_dataset}",
-        *TINY,
-        "pictures=false",
-        cwd=tmp_path,
-    )
-    sweep = only_sweep(tmp_path)
-    records = [metrics(job) for job in jobs(sweep)]
+        *SMALL,
+    ).folder
+    records = job_records(sweep)
     assert len(records) == 4 and all(r["stack_size"] == 4 for r in records)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(r["val_acc"] for r in records))
@@ -266,7 +242,7 @@ def tensorboard_contents(job: Path) -> tuple[set[str], dict[str, float], dict[st
 def test_each_stacked_job_logs_what_a_single_run_logs(sweeps: dict[str, Path]) -> None:
     """The same TensorBoard scalars and HParams in every job's own event files, with the
     job's real metrics: TensorBoard's HPARAMS tab lists every run of the stack."""
-    for mine, theirs in zip(jobs(sweeps["stacked"]), jobs(sweeps["basic"]), strict=True):
+    for mine, theirs in paired_jobs(sweeps):
         tags, last, hparams = tensorboard_contents(mine)
         their_tags, _, their_hparams = tensorboard_contents(theirs)
         assert tags == their_tags and {"loss/train", "accuracy/val", "accuracy/test"} <= tags

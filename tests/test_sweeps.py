@@ -10,56 +10,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
+from conftest import SMALL, Trained, job_records, run_cli, run_sweep
 from letters.reporting.sweep_report import report
 
-SMALL = [
+# The synthetic data, small, and the suite's small training.
+SMALL_SYNTHETIC = [
     "data.train_per_class=3",
     "data.validation_per_class=1",
     "data.test_per_class=1",
-    "epochs=2",
-    "val_interval=1",
-    "batch_size=16",
-    "pictures=false",
+    *SMALL,
 ]
 
 
-def only_sweep(tmp_path: Path) -> Path:
-    (sweep,) = (tmp_path / "outputs" / "sweeps").iterdir()
-    return sweep
-
-
-def job_metrics(sweep: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in sorted(sweep.glob("*/metrics.json"))]
-
-
 @pytest.fixture(scope="module")
-def seeded_sweep(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2 momentum values x 2 seeds through the real CLI, then the report through its CLI."""
-    import os
-
-    work = tmp_path_factory.mktemp("sweep")
-    os.environ["LETTERS_CACHE_DIR"] = str(work / "cache")
-    run_cli(
-        "train",
-        "-m",
-        "data=list",
-        f"data.root={list_dataset}",
-        "epochs=2",
-        "val_interval=1",
-        "momentum=0.9,0.95",
-        "seed=1,2",
-        "pictures=false",
-        cwd=work,
-    )
-    sweep = only_sweep(work)
-    result = run_cli("report", str(sweep), cwd=work)
-    (sweep / "stdout.md").write_text(result.stdout)
-    return sweep
+def seeded_sweep(momentum_seed_sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 momentum values x 2 seeds through the real CLI (shared with test_stacks), then the
+    report through its CLI."""
+    result = run_cli("report", str(momentum_seed_sweep), cwd=tmp_path_factory.mktemp("report"))
+    (momentum_seed_sweep / "stdout.md").write_text(result.stdout)
+    return momentum_seed_sweep
 
 
 def test_report_numbers_are_the_runs_numbers(seeded_sweep: Path) -> None:
-    runs = job_metrics(seeded_sweep)
+    runs = job_records(seeded_sweep)
     assert len(runs) == 4 and all(run["status"] == "finished" for run in runs)
     written = json.loads((seeded_sweep / "report.json").read_text())
     assert written["swept"] == ["momentum"]
@@ -168,37 +141,39 @@ def test_report_of_a_folder_without_runs_is_one_line(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(
-    "launcher",
-    [
-        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "torch_threads=1"],
-        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"],
-    ],
-    ids=["joblib", "submitit_local"],
-)
-def test_launchers_run_every_job(tmp_path: Path, cache_dir: Path, launcher: list[str]) -> None:
-    run_cli("train", "-m", *launcher, *SMALL, "momentum=0.9,0.95", cwd=tmp_path)
-    runs = job_metrics(only_sweep(tmp_path))
+@pytest.fixture()
+def joblib_sweep(tmp_path: Path, cache_dir: Path) -> Path:
+    joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "torch_threads=1"]
+    return run_sweep(tmp_path, *joblib, *SMALL_SYNTHETIC, "momentum=0.9,0.95").folder
+
+
+@pytest.fixture(params=["joblib", "submitit_local"])
+def launched_sweep(request: pytest.FixtureRequest) -> Path:
+    """The same sweep through each launcher; submitit's is the session's shared one."""
+    if request.param == "joblib":
+        return request.getfixturevalue("joblib_sweep")
+    submitit: Trained = request.getfixturevalue("submitit_sweep")
+    return submitit.folder
+
+
+def test_launchers_run_every_job(launched_sweep: Path) -> None:
+    runs = job_records(launched_sweep)
     assert sorted(run["params"]["momentum"] for run in runs) == [0.9, 0.95]
     assert all(run["status"] == "finished" for run in runs)
 
 
 def test_optuna_study_survives_a_diverged_trial(tmp_path: Path, cache_dir: Path) -> None:
-    run_cli(
-        "train",
-        "-m",
+    study = [
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=4",
         "lr=choice(1e-3,1e9)",
         "optimizer=sgd",
         "hydra.sweeper.sampler.seed=3",
-        *SMALL,
-        cwd=tmp_path,
-    )
-    sweep = only_sweep(tmp_path)
-    statuses = [run["status"] for run in job_metrics(sweep)]
+    ]
+    sweep = run_sweep(tmp_path, *study, *SMALL_SYNTHETIC).folder
+    statuses = [run["status"] for run in job_records(sweep)]
     assert len(statuses) == 4 and "diverged" in statuses and "finished" in statuses
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    finished = [run for run in job_metrics(sweep) if run["status"] == "finished"]
+    finished = [run for run in job_records(sweep) if run["status"] == "finished"]
     assert best["best_value"] == pytest.approx(max(run["val_acc"] for run in finished))
     assert best["best_params"]["lr"] == pytest.approx(1e-3)

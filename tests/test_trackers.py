@@ -10,38 +10,27 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
-
-SWEEP = ["epochs=2", "val_interval=1", "batch_size=16", "pictures=false", "seed=1,2"]
-
-
-def job_dirs(sweep: Path) -> list[Path]:
-    return sorted(p for p in sweep.iterdir() if (p / "metrics.json").is_file())
+from conftest import SMALL, run_sweep, run_training, sweep_jobs
 
 
 @pytest.fixture(scope="module")
 def tracked_sweep(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A stack of two (seed=1,2) logging to all four trackers at once."""
-    import os
-
     work = tmp_path_factory.mktemp("trackers")
-    os.environ["LETTERS_CACHE_DIR"] = str(work / "cache")
-    run_cli(
-        "train",
-        "-m",
-        "data=list",
-        f"data.root={list_dataset}",
-        *SWEEP,
+    run_sweep(
+        work,
+        *SMALL,
+        "seed=1,2",
         "hydra/launcher=stacked",
         "logger=[tensorboard,csv,mlflow,wandb]",
         "hydra.sweep.dir=outputs/sweeps/tracked",
-        cwd=work,
+        data=list_dataset,
     )
     return work
 
 
 def test_csv_gets_the_scalars_hyperparameters_and_final_metrics(tracked_sweep: Path) -> None:
-    for job in job_dirs(tracked_sweep / "outputs" / "sweeps" / "tracked"):
+    for job in sweep_jobs(tracked_sweep / "outputs" / "sweeps" / "tracked"):
         record = json.loads((job / "metrics.json").read_text())
         with open(job / "csv" / "metrics.csv") as handle:
             rows = list(csv.DictReader(handle))
@@ -64,7 +53,7 @@ def test_mlflow_gets_one_run_per_job_named_by_what_the_sweep_varies(tracked_swee
         if (run / "tags" / "mlflow.runName").is_file():
             runs[(run / "tags" / "mlflow.runName").read_text()] = run
     assert set(runs) == {"seed=1", "seed=2"}
-    for job in job_dirs(tracked_sweep / "outputs" / "sweeps" / "tracked"):
+    for job in sweep_jobs(tracked_sweep / "outputs" / "sweeps" / "tracked"):
         record = json.loads((job / "metrics.json").read_text())
         run = runs[f"seed={record['params']['seed']}"]
         assert (run / "tags" / "run_dir").read_text() == str(job)
@@ -76,7 +65,7 @@ def test_mlflow_gets_one_run_per_job_named_by_what_the_sweep_varies(tracked_swee
 
 
 def test_wandb_runs_offline_one_run_per_member(tracked_sweep: Path) -> None:
-    for job in job_dirs(tracked_sweep / "outputs" / "sweeps" / "tracked"):
+    for job in sweep_jobs(tracked_sweep / "outputs" / "sweeps" / "tracked"):
         (run,) = (job / "wandb").glob("offline-run-*")
         (data,) = run.glob("run-*.wandb")
         content = data.read_bytes()
@@ -94,8 +83,8 @@ def test_tensorboard_names_runs_by_what_the_sweep_varies(tracked_sweep: Path) ->
 
 def test_csv_alone_still_draws_pictures(list_dataset: Path, tmp_path: Path, cache_dir) -> None:
     """Without TensorBoard, pictures are PNG files only; no tensorboard/ folder appears."""
-    data = ["data=list", f"data.root={list_dataset}", "epochs=1", "batch_size=16"]
-    run_cli("train", *data, "logger=csv", cwd=tmp_path)
-    (run,) = (tmp_path / "outputs" / "runs").iterdir()
+    run = run_training(
+        tmp_path, "epochs=1", "batch_size=16", "logger=csv", data=list_dataset
+    ).folder
     assert (run / "csv" / "metrics.csv").is_file() and not (run / "tensorboard").exists()
     assert {p.name for p in (run / "pictures").glob("*.png")} >= {"confusion_matrix.png"}
