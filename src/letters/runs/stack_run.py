@@ -173,12 +173,15 @@ def pretrain(stack: StackRun) -> None:
     log.info("pre-training: %d epochs of %s", epochs, stack.pretrain_data.name)
     settings = trainer_settings(cfg)
     settings.update(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0)
-    progress = settings["enable_progress_bar"]
+    bar = []
+    if settings["enable_progress_bar"]:  # it also says the whole run's time left
+        then_steps = stack.data.steps_per_epoch * int(cfg.epochs)
+        bar = [StepProgressBar("Pre-training epoch", then_steps)]
     trainer = pl.Trainer(
         **settings,
         logger=False,
         enable_checkpointing=False,
-        callbacks=[stack.stopper] + ([StepProgressBar("Pre-training epoch")] if progress else []),
+        callbacks=[stack.stopper, *bar],
         default_root_dir=stack.jobs[0].run_dir,
     )
     started = time.perf_counter()
