@@ -258,9 +258,15 @@ class LetterClassifier(pl.LightningModule):
     def on_train_start(self) -> None:
         self.loss_weights = torch.ones(self.stack_size, device=self.device)
         self.read_active()  # the members frozen before this fit (pre-training, a checkpoint)
-        # Marks the end of start-up: scripts/benchmark.py times a run up to this line.
+        # Marks the end of start-up: scripts/benchmark.py times a run up to this line. It names
+        # the device once (letters.runs.stack_run.quiet_lightning drops Lightning's lines on it).
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
         log.info(
-            "training starts: %d optimizer steps per epoch, a stack of %d",
+            "training starts on %s: %d epochs of %d optimizer steps, a stack of %d",
+            device,
+            self.trainer.max_epochs,
             self.steps_per_epoch,
             self.stack_size,
         )
