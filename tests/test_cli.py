@@ -175,8 +175,9 @@ def test_test_command_on_data_given_on_the_command_line(
 def test_the_progress_bar_counts_optimizer_steps_and_epochs_from_one(
     list_dataset: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
-    """On a terminal (forced on here): epochs from 1, optimizer steps (104 images / 16 = 7),
-    the training loss and the validation accuracy on the bar."""
+    """On a terminal (forced on here): epochs from 1, one bar over the whole fit in optimizer
+    steps (104 images / 16 = 7 an epoch, 14 in all), the training loss and the validation
+    accuracy on the bar."""
     data = [*list_data(list_dataset), "epochs=2", "batch_size=16"]
     result = run_cli(
         "train",
@@ -188,5 +189,5 @@ def test_the_progress_bar_counts_optimizer_steps_and_epochs_from_one(
     )
     bar = result.stderr.replace("\r", "\n")
     assert "Epoch 1/2" in bar and "Epoch 2/2" in bar and "Epoch 0/" not in bar
-    assert "7/7" in bar and "step/s" in bar
+    assert "7/14" in bar and "14/14" in bar and "step/s" in bar
     assert "loss=" in bar and "val_acc=" in bar

@@ -57,6 +57,11 @@ def test_the_line_of_each_ending() -> None:
         "finished: val_acc 63.7% (best 65.0%), test_acc 66.0%, train_loss 1.2346, 12.3 s"
     )
     assert record_line(finished, collapsed=True).endswith("12.3 s; collapsed")
+    # A stack's times are the whole stack's: the line says whose they are.
+    assert record_line({**finished, "stack_size": 1}).endswith("train_loss 1.2346, 12.3 s")
+    assert record_line({**finished, "stack_size": 10}).endswith(
+        "train_loss 1.2346, stack of 10: 12.3 s"
+    )
     assert record_line({"status": "failed", "error": "x.png: not an image"}) == (
         "failed: x.png: not an image"
     )

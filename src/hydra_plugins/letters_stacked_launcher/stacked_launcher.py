@@ -7,11 +7,14 @@ A task function that supports stacking carries an attribute ``stacking`` that fo
    with a task function that only calls ``stacking.prepare``: every job gets its directory,
    ``.hydra/`` and its job log, and its config is validated and resolved. A job whose config
    is bad comes back as a float (its score, the failure already recorded by ``prepare``).
+   Its ``#N :`` line names only the overrides that set it apart; those every job shares are
+   said once, when the launch starts.
 2. The prepared jobs are grouped by ``stacking.key`` (in order of first appearance), each group
    is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack.
    Meanwhile each job's log file (``train.log``) receives the records about it: those without
    a ``member`` attribute (about the whole stack) and those whose ``member`` is its index in
-   the stack; the console shows every record, as the job's logging config would.
+   the stack; the console shows every record, as the job's logging config would, but those
+   whose ``console`` attribute is False (details for the log files only).
 3. Each job's ``JobReturn`` gets its value from ``train``.
 
 A task function without ``stacking`` (any ordinary Hydra app) is run job after job exactly as
@@ -87,6 +90,15 @@ class MemberFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         member = getattr(record, "member", None)
         return member is None or member == self.member
+
+
+class ConsoleFilter(logging.Filter):
+    """Keeps off the console the records meant for log files only (``record.console`` is
+    False): a member's own detail, which the app sums up for the whole stack in a line of its
+    own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "console", True) is not False
 
 
 @dataclass
@@ -167,12 +179,17 @@ def stack_logging(stack: Sequence[PreparedJob]) -> Iterator[None]:
     made += files
     for handler in saved_handlers:
         root.removeHandler(handler)
+    console_only = ConsoleFilter()
+    for handler in console:
+        handler.addFilter(console_only)
     for handler in console + files:
         root.addHandler(handler)
     root.setLevel(stack[0].logs.level)
     try:
         yield
     finally:
+        for handler in console:  # a handler reused as it was, e.g. a rich one, is left so
+            handler.removeFilter(console_only)
         for handler in list(root.handlers):
             root.removeHandler(handler)
         for handler in made:
@@ -181,6 +198,16 @@ def stack_logging(stack: Sequence[PreparedJob]) -> Iterator[None]:
         for handler in saved_handlers:
             root.addHandler(handler)
         root.setLevel(saved_level)
+
+
+def shared_overrides(job_overrides: Sequence[Sequence[str]]) -> list[str]:
+    """The overrides every job of a launch has (Hydra's internal ones left out), in the
+    first job's order: said once when the launch starts, so that each job's line shows only
+    what sets it apart. None for a launch of one job, whose line shows them all."""
+    if len(job_overrides) < 2:
+        return []
+    first, *others = (filter_overrides(overrides) for overrides in job_overrides)
+    return [override for override in first if all(override in other for other in others)]
 
 
 def is_score(value: Any) -> bool:
@@ -221,12 +248,15 @@ class StackedLauncher(Launcher):
         stacking = getattr(self.task_function, "stacking", None)
         original_hydra_cfg = HydraConfig.instance().cfg
         try:
+            shared = shared_overrides(job_overrides)
+            every_job = f": every job with {' '.join(shared)}" if shared else ""
             if stacking is None:
-                log.info(f"Launching {len(job_overrides)} jobs locally")
+                log.info(f"Launching {len(job_overrides)} jobs locally{every_job}")
                 task_function = self.task_function
                 return self.run_jobs(job_overrides, initial_job_idx, lambda _: task_function)
             log.info(
-                f"Launching {len(job_overrides)} jobs locally, stacked (max_stack={self.max_stack})"
+                f"Launching {len(job_overrides)} jobs locally, stacked "
+                f"(max_stack={self.max_stack}){every_job}"
             )
             return self.launch_stacked(stacking, job_overrides, initial_job_idx)
         finally:
@@ -242,9 +272,11 @@ class StackedLauncher(Launcher):
         assert self.config is not None
         assert self.hydra_context is not None
         runs: list[JobReturn] = []
+        shared = set(shared_overrides(job_overrides))
         for position, overrides in enumerate(job_overrides):
             idx = initial_job_idx + position
-            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            own = [override for override in filter_overrides(overrides) if override not in shared]
+            log.info(f"\t#{idx} : {' '.join(own)}")
             sweep_config = self.hydra_context.config_loader.load_sweep_config(
                 self.config, list(overrides)
             )

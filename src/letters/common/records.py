@@ -140,9 +140,16 @@ def percent(value: Any) -> str:
     return f"{100 * value:.1f}%" if is_number(value) else "-"
 
 
+def seconds_owner(record: RunRecord) -> str:
+    """Whose time a record's seconds are: '' for a run alone, 'stack of K: ' for a run trained
+    in a stack of K (its times are the whole stack's, not one run's cost)."""
+    size = record.get("stack_size")
+    return f"stack of {size}: " if is_number(size) and size > 1 else ""
+
+
 def record_line(record: RunRecord, collapsed: bool = False) -> str:
-    """The one line that states how a run ended: logged when it ends (console and train.log)
-    and printed for each job by the sweep-end summary."""
+    """The one line that states how a run ended: logged when it ends (console and train.log,
+    after the run's label in a stack) and printed for each job by the sweep-end summary."""
     status = status_of(record)
     diverged = status is Status.DIVERGED
     continuable = status is Status.INTERRUPTED and record.get("resume")
@@ -156,7 +163,7 @@ def record_line(record: RunRecord, collapsed: bool = False) -> str:
     if is_number(record.get("train_loss")):
         line += f", train_loss {record['train_loss']:.4f}"
     if is_number(record.get("wall_seconds")):
-        line += f", {record['wall_seconds']:.1f} s"
+        line += f", {seconds_owner(record)}{record['wall_seconds']:.1f} s"
     if diverged:
         line += f"; at epoch {record.get('diverged_epoch')}, step {record.get('diverged_step')}"
     elif continuable:

@@ -162,19 +162,27 @@ class GracefulStop(pl.Callback):
 
 
 class StepProgressBar(ProgressBar):
-    """The terminal's view of training: one bar per epoch counted in optimizer steps (not in
-    Lightning's chunks of them), epochs counted from 1, with the last epoch's training loss
-    and the last validation accuracy (the members' mean in a stack). Log lines print above
-    the bar instead of breaking into it. Nothing here syncs with the device: the numbers are
-    those each epoch's end has already brought to the host.
+    """The terminal's view of training: one bar over the whole fit, counted in optimizer steps
+    (not in Lightning's chunks of them), the epoch (from 1) in its description, with the last
+    epoch's training loss and the last validation accuracy (the members' mean in a stack). Log
+    lines print above the bar instead of breaking into it.
+
+    Its time left is the whole fit's, at the average rate since the bar started (tqdm's
+    smoothing off): validation pauses are part of that rate, so the estimate holds steady
+    instead of swinging with each epoch's pace. A pre-training bar is given ``then_steps``, the
+    optimizer steps of the fit on the real data that follows, and also says how long the whole
+    run has left (at the pre-training's rate). Nothing here syncs with the device: the numbers
+    are those each epoch's end has already brought to the host.
     """
 
-    def __init__(self, phase: str = "Epoch") -> None:
+    def __init__(self, phase: str = "Epoch", then_steps: int = 0) -> None:
         super().__init__()
         self.phase = phase  # what the bar calls an epoch: "Pre-training epoch" before the data
+        self.then_steps = then_steps
         self.enabled = True
         self.bar: Any = None
         self._redirect: Any = None
+        self._numbers: dict[str, str] = {}
 
     def disable(self) -> None:
         self.enabled = False
@@ -190,9 +198,12 @@ class StepProgressBar(ProgressBar):
             return
         self._redirect = logging_redirect_tqdm()
         self._redirect.__enter__()
+        steps = pl_module.steps_per_epoch
         self.bar = tqdm(
-            total=pl_module.steps_per_epoch,
+            total=steps * trainer.max_epochs,
+            initial=steps * trainer.current_epoch,  # a resumed fit: the epochs done before
             unit="step",
+            smoothing=0,  # the rate since the start, pauses included: a steady time left
             dynamic_ncols=True,
             file=sys.stderr,
             bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
@@ -204,17 +215,19 @@ class StepProgressBar(ProgressBar):
             return
         runs = pl_module.stack_size
         stack = f" ({runs} runs)" if runs > 1 else ""
-        self.bar.reset(total=pl_module.steps_per_epoch)
         self.bar.set_description(
-            f"{self.phase} {trainer.current_epoch + 1}/{trainer.max_epochs}{stack}"
+            f"{self.phase} {trainer.current_epoch + 1}/{trainer.max_epochs}{stack}", refresh=False
         )
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, *_
     ) -> None:
-        if self.bar is not None:
-            rows = batch.labels.shape[1]
-            self.bar.update(-(-rows // batch.batch_size))  # the chunk's optimizer steps
+        if self.bar is None:
+            return
+        rows = batch.labels.shape[1]
+        if self.then_steps:
+            self.show_postfix(refresh=False)  # the whole run's time left moves with the bar
+        self.bar.update(-(-rows // batch.batch_size))  # the chunk's optimizer steps
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.show_numbers(pl_module)
@@ -232,7 +245,27 @@ class StepProgressBar(ProgressBar):
         accuracies = [acc for acc in pl_module.validation_acc if acc is not None]
         if accuracies:
             numbers["val_acc"] = f"{100 * sum(accuracies) / len(accuracies):.1f}%"
-        self.bar.set_postfix(numbers, refresh=True)
+        self._numbers = numbers
+        self.show_postfix(refresh=True)
+
+    def show_postfix(self, refresh: bool) -> None:
+        """The numbers, and before the real data's fit, the whole run's time left."""
+        parts = [f"{key}={value}" for key, value in self._numbers.items()]
+        left = self.whole_run_left()
+        if left is not None:
+            parts.append(f"whole run ~{left} left")
+        self.bar.set_postfix_str(", ".join(parts), refresh=refresh)
+
+    def whole_run_left(self) -> str | None:
+        """Pre-training's steps left and the real data's, at the rate of the steps so far."""
+        bar = self.bar
+        if not self.then_steps or bar.n <= bar.initial:
+            return None
+        elapsed = bar.format_dict["elapsed"]
+        if elapsed <= 0:
+            return None
+        rate = (bar.n - bar.initial) / elapsed
+        return bar.format_interval((bar.total - bar.n + self.then_steps) / rate)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.close()

@@ -13,6 +13,7 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from letters.common.compat import count_optimizer_steps
+from letters.common.records import percent
 from letters.common.seeds import AUGMENT, epoch_seed
 from letters.data.modules import Chunk
 from letters.engine.members import DEFAULT_MEMBER, OPTIMIZER_MEMBER_KEYS
@@ -258,9 +259,15 @@ class LetterClassifier(pl.LightningModule):
     def on_train_start(self) -> None:
         self.loss_weights = torch.ones(self.stack_size, device=self.device)
         self.read_active()  # the members frozen before this fit (pre-training, a checkpoint)
-        # Marks the end of start-up: scripts/benchmark.py times a run up to this line.
+        # Marks the end of start-up: scripts/benchmark.py times a run up to this line. It names
+        # the device once (letters.runs.stack_run.quiet_lightning drops Lightning's lines on it).
+        device = str(self.device)
+        if self.device.type == "cuda":
+            device += f" ({torch.cuda.get_device_name(self.device)})"
         log.info(
-            "training starts: %d optimizer steps per epoch, a stack of %d",
+            "training starts on %s: %d epochs of %d optimizer steps, a stack of %d",
+            device,
+            self.trainer.max_epochs,
             self.steps_per_epoch,
             self.stack_size,
         )
@@ -354,6 +361,41 @@ class LetterClassifier(pl.LightningModule):
             if in_fit:  # the best so far, what the best checkpoint holds
                 metrics["accuracy/best_val"] = max(self.histories[member]["val_acc"])
             self.log_member(member, metrics, self.trainer.global_step)
+        if in_fit and not self.trainer.sanity_checking:
+            self.log_validation()
+
+    def log_validation(self) -> None:
+        """One line per validation in each member's train.log: the epoch, its validation
+        accuracy and its epoch's training loss, from numbers already on the host. A stack's
+        console gets one line for all its members instead (``console: False`` keeps a
+        member's own line out of it under hydra/launcher=stacked)."""
+        epoch = f"epoch {self.current_epoch + 1}/{self.trainer.max_epochs}"
+        validated = []
+        for member, accuracy in enumerate(self.validation_acc):
+            if accuracy is None:  # diverged: it said so when it stopped
+                continue
+            loss = self.histories[member]["train_loss"][-1:]
+            validated.append((accuracy, loss[0] if loss else None))
+            extra = {"member": member} | ({"console": False} if self.stack_size > 1 else {})
+            log.info(
+                "%s: val_acc %s, train_loss %s",
+                epoch,
+                percent(accuracy),
+                "-" if not loss else f"{loss[0]:.4f}",
+                extra=extra,
+            )
+        if self.stack_size > 1 and validated:
+            accuracies = [accuracy for accuracy, _ in validated]
+            losses = [loss for _, loss in validated if loss is not None]
+            log.info(
+                "%s, mean of %d runs: val_acc %s (%s to %s), train_loss %s",
+                epoch,
+                len(validated),
+                percent(sum(accuracies) / len(accuracies)),
+                percent(min(accuracies)),
+                percent(max(accuracies)),
+                f"{sum(losses) / len(losses):.4f}" if losses else "-",
+            )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = self.histories

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,7 +195,10 @@ def annotated_predictions(
     return figure
 
 
-def draw_in_parallel(tasks: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
+def draw_in_parallel(
+    tasks: list[tuple[str, dict[str, Any]]],
+    on_done: Callable[[int, BaseException | None], None] | None = None,
+) -> list[BaseException | None]:
     """evaluation_pictures for several runs at once, one worker process per core.
 
     Each task is (the run's TensorBoard folder, evaluation_pictures' other arguments): a
@@ -203,14 +206,20 @@ def draw_in_parallel(tasks: list[tuple[str, dict[str, Any]]]) -> list[BaseExcept
     TensorBoard shows as the same run. Workers start fresh ("spawn"):
     a forked copy of a process that has run torch's thread pool can hang. Returns each
     task's error (None when it drew everything): one run's full disk stops no other's.
+    ``on_done(task's index, its error)`` is called here as each task ends, in the order they
+    end, so that a caller can show the progress of a wait that takes a while.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     workers = max(1, min(len(tasks), os.cpu_count() or 1))
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         futures = [pool.submit(_draw_task, task) for task in tasks]
+        if on_done is not None:
+            index_of = {future: index for index, future in enumerate(futures)}
+            for future in as_completed(futures):
+                on_done(index_of[future], future.exception())
         return [future.exception() for future in futures]
 
 

@@ -5,7 +5,8 @@ calls it in the process that started the sweep, after the last job, under every 
 (basic, joblib, stacked, submitit) and sweeper (basic, Optuna). It prints each job's final line
 from its metrics.json (the only way the results of jobs run elsewhere, e.g. by submitit, reach
 this console), then the table ``python -m letters.report`` prints (and writes beside the
-jobs), the best trial of a search with its checkpoint, and where the sweep is.
+jobs), the best trial of a search or the best setting's runs of a grid with their checkpoints
+and the commands that use them, and where the sweep is.
 
 It never stops a sweep: a file it cannot read becomes a one-line note.
 """
@@ -23,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from letters.common.errors import LettersError, first_line
 from letters.common.files import shown_path
 from letters.common.records import RECORD_FILE, percent, record_line
-from letters.reporting.sweep import Run, shown_keys
+from letters.reporting.sweep import Run, best_group, ranked_trials, shown_keys
 from letters.reporting.sweep_report import Report, build_report
-from letters.reporting.tables import job_folder, settings_text
+from letters.reporting.tables import job_folder, settings_text, shown_value
 
 
 def sweeper_target(config: DictConfig) -> str:
@@ -66,6 +67,22 @@ def job_lines(report: Report) -> list[str]:
     return lines
 
 
+def checkpoint_of(run: Run) -> Path | None:
+    """The run's best checkpoint, as its metrics.json names it (None when it names none)."""
+    checkpoint = (run.metrics or {}).get("best_checkpoint")
+    if isinstance(checkpoint, str) and checkpoint:
+        return shown_path(run.directory / checkpoint)
+    return None
+
+
+def use_lines(checkpoint: Path) -> list[str]:
+    """The commands that take a checkpoint further: its test, and its answers for images."""
+    return [
+        f"  python -m letters.test ckpt={checkpoint}",
+        f"  python -m letters.predict ckpt={checkpoint} images=[a.png,b.jpg]",
+    ]
+
+
 def best_trial_lines(report: Report) -> list[str]:
     best = report.best_trial
     if best is None:
@@ -74,10 +91,40 @@ def best_trial_lines(report: Report) -> list[str]:
         f"Best trial: {best.number}, val acc {percent(best.value('val_acc'))}",
         f"  folder: {shown_path(best.directory)}",
     ]
-    checkpoint = best.metrics.get("best_checkpoint")
-    if isinstance(checkpoint, str) and checkpoint:
-        lines.append(f"  best checkpoint: {shown_path(best.directory / checkpoint)}")
+    checkpoint = checkpoint_of(best)
+    if checkpoint is not None:
+        lines.append(f"  best checkpoint: {checkpoint}")
+        lines += ["Test it, or read letters in images with it:", *use_lines(checkpoint)]
     return lines
+
+
+def best_setting_lines(report: Report) -> list[str]:
+    """After a grid's table: the best setting's runs (one per seed) with their checkpoints,
+    and the commands that use the best of them. A sweep of one setting (seeds only): its runs.
+    Nothing when no run finished with a checkpoint."""
+    usable = [group for group in report.groups if group.values("val_acc")]
+    best = best_group(report.groups) or (usable[0] if len(usable) == 1 else None)
+    if best is None:
+        return []
+    runs = [run for run in ranked_trials(best.runs) if checkpoint_of(run) is not None]
+    if not runs:
+        return []
+    setting = " ".join(f"{key}={shown_value(value)}" for key, value in best.setting.items())
+    whose = f"Best setting {setting}: its runs" if setting else "The sweep's runs"
+    lines = [f"{whose}, best first, with their checkpoints in the sweep's folder:"]
+    keys = [key for key in shown_keys(report.runs, report.keys) if key not in best.setting]
+    for run in runs:
+        folder = job_folder(run, report.sweep_dir)
+        settings = settings_text(run, keys)
+        checkpoint = run.directory.relative_to(report.sweep_dir) / run.metrics["best_checkpoint"]
+        lines.append(
+            f"  {folder}{f' ({settings})' if settings else ''}: "
+            f"val acc {percent(run.value('val_acc'))}, test acc {percent(run.value('test_acc'))}, "
+            f"{checkpoint.as_posix()}"
+        )
+    best_run = "it" if len(runs) == 1 else "the first"
+    lines.append(f"Test {best_run}, or read letters in images with it:")
+    return lines + use_lines(checkpoint_of(runs[0]))  # type: ignore[arg-type]
 
 
 def summary(sweep_dir: Path) -> str:
@@ -91,8 +138,7 @@ def summary(sweep_dir: Path) -> str:
     lines = ["", f"== {len(report.runs)} {what} of the sweep, as each ended (from metrics.json)"]
     lines += job_lines(report)
     lines += ["", report.text.rstrip("\n"), ""]
-    if report.search:
-        lines += best_trial_lines(report)
+    lines += best_trial_lines(report) if report.search else best_setting_lines(report)
     try:
         report.write()
         lines.append(f"report: {shown / 'report'}.{{md,csv,json,png}}")

@@ -5,7 +5,10 @@ training, each member's interrupted record and the exit a scheduler expects."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,14 @@ from omegaconf import DictConfig
 
 from letters.common.errors import LettersError
 from letters.common.files import shown_path
-from letters.common.records import RunRecord, Status, record_line, score, write_record
+from letters.common.records import (
+    RunRecord,
+    Status,
+    percent,
+    record_line,
+    score,
+    write_record,
+)
 from letters.engine.checkpoint import load_classifier
 from letters.engine.evaluate import Predictions, predict_split
 from letters.reporting.pictures import draw_in_parallel, evaluation_pictures
@@ -66,6 +76,7 @@ def record_stack(stack: StackRun, strict: bool) -> list[float]:
         record_interrupted(stack, stopped_by, pretraining=True)
     if stopped_by is not None and stack.trainer.current_epoch < stack.trainer.max_epochs:
         record_interrupted(stack, stopped_by)
+    log.info("%s", testing_line(stack))
     tested = [test_member(stack, member) for member in range(len(stack.jobs))]
     pictures = {
         member: picture_task(stack, member, predictions)
@@ -88,6 +99,16 @@ def record_stack(stack: StackRun, strict: bool) -> list[float]:
     return scores
 
 
+def testing_line(stack: StackRun) -> str:
+    """What the end of training does next, said before it: on a stack, a while."""
+    drawing = any(job.cfg.pictures for job in stack.jobs)
+    if len(stack.jobs) == 1:
+        pictures = " and drawing its pictures" if drawing else ""
+        return f"testing the best checkpoint on the test split{pictures}"
+    pictures = " and drawing their pictures" if drawing else ""
+    return f"testing {len(stack.jobs)} runs, each its best checkpoint on the test split{pictures}"
+
+
 def draw_pictures(stack: StackRun, pictures: dict[int, dict[str, Any]]) -> dict[int, str]:
     """Draw each member's pictures. A picture that cannot be written (a full disk, a folder
     that cannot be made) is logged in one line and returned by member, so that every run is
@@ -107,7 +128,8 @@ def draw_pictures(stack: StackRun, pictures: dict[int, dict[str, Any]]) -> dict[
             (getattr(stack.trackers[member].tensorboard, "log_dir", None), task)
             for member, task in pictures.items()
         ]
-        errors = dict(zip(pictures, draw_in_parallel(tasks), strict=True))
+        with picture_progress(stack, list(pictures)) as on_done:
+            errors = dict(zip(pictures, draw_in_parallel(tasks, on_done), strict=True))
     else:
         errors = {}
     unwritten = {}
@@ -117,8 +139,52 @@ def draw_pictures(stack: StackRun, pictures: dict[int, dict[str, Any]]) -> dict[
         if not isinstance(error, LettersError | OSError):
             raise error
         unwritten[member] = written_error(error)
-        log.error("pictures not drawn: %s", unwritten[member], extra={"member": member})
+        log.error(
+            "%spictures not drawn: %s",
+            stack.labels[member],
+            unwritten[member],
+            extra={"member": member},
+        )
     return unwritten
+
+
+@contextmanager
+def picture_progress(
+    stack: StackRun, members: list[int]
+) -> Iterator[Callable[[int, BaseException | None], None]]:
+    """What draw_in_parallel calls as each member's pictures are done (``members[index]``):
+    on a terminal (where training showed its bar) a bar of its own; elsewhere a line per
+    member, on the console and in its train.log."""
+    total = len(members)
+    if stack.trainer.progress_bar_callback is not None:
+        from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        bar = tqdm(total=total, desc="Pictures", unit="run", dynamic_ncols=True, file=sys.stderr)
+        with logging_redirect_tqdm(), bar:
+
+            def advance(index: int, error: BaseException | None) -> None:
+                bar.set_postfix_str(stack.labels[members[index]].removesuffix(": "), refresh=False)
+                bar.update()
+
+            yield advance
+        return
+    done = 0
+
+    def say(index: int, error: BaseException | None) -> None:
+        nonlocal done
+        done += 1
+        member = members[index]
+        log.info(
+            "%spictures %s (%d of %d)",
+            stack.labels[member],
+            "drawn" if error is None else "not drawn",
+            done,
+            total,
+            extra={"member": member},
+        )
+
+    yield say
 
 
 def written_error(error: BaseException) -> str:
@@ -153,7 +219,8 @@ def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = Fal
         stack.trackers[member].finalize(Status.INTERRUPTED)
         if pretraining:
             log.warning(
-                "interrupted by %s during pre-training; no checkpoint yet: run the command again",
+                "%sinterrupted by %s during pre-training; no checkpoint yet: run the command again",
+                stack.labels[member],
                 stopped_by.name,
                 extra={"member": member},
             )
@@ -162,7 +229,8 @@ def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = Fal
         if stack.stopper.requeue:
             then = "submitit requeues the job, which continues from it by itself; by hand:"
         log.warning(
-            "interrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
+            "%sinterrupted by %s after epoch %d of %d; last.ckpt is saved. %s %s",
+            stack.labels[member],
             stopped_by.name,
             stack.trainer.current_epoch,
             job.cfg.epochs,
@@ -227,10 +295,27 @@ def test_member(stack: StackRun, member: int) -> tuple[RunRecord, Predictions | 
     # Exactly what letters.test does with this file: a stack of one rebuilt from it.
     predictions = predict_split(load_classifier(best, model.device), *stack.data.splits["test"])
     record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
+    if len(stack.jobs) > 1:  # the first numbers of a stack's end, while its pictures are drawn
+        log.info(
+            "%stested best.ckpt (epoch %s): test_acc %s",
+            stack.labels[member],
+            best_epoch(model.histories[member]),
+            percent(predictions.accuracy),
+            extra={"member": member},
+        )
     # How many letters it ever answers: one or two means it collapsed (letters.report flags it).
     record["predicted_classes"] = int(predictions.logits.argmax(-1).unique().numel())
     record["best_checkpoint"] = str(best.relative_to(job.run_dir))
     return record, predictions
+
+
+def best_epoch(history: dict[str, list[float]]) -> int | str:
+    """The epoch of the best checkpoint: the first of the highest validation accuracy (as
+    MemberCheckpoints keeps it), '?' when the history has none."""
+    accuracies = history["val_acc"]
+    if not accuracies:
+        return "?"
+    return int(history["val_epoch"][accuracies.index(max(accuracies))])
 
 
 def picture_task(stack: StackRun, member: int, predictions: Any) -> dict[str, Any]:
@@ -262,7 +347,7 @@ def finish_member(stack: StackRun, member: int, record: RunRecord) -> float:
     trackers.log_final(record["params"], final, stack.trainer.global_step)
     trackers.finalize("success")
     write_record(job.run_dir, record)
-    log.info("%s", record_line(record), extra={"member": member})
+    log.info("%s%s", stack.labels[member], record_line(record), extra={"member": member})
     if not multirun() and job.member_of is None:  # a sweep or an ensemble sums up itself
         print_summary(job.run_dir)
     return score(record)

@@ -8,6 +8,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import pytorch_lightning as pl
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from letters.common.errors import LettersError
+from letters.common.records import seconds_owner
 from letters.data.modules import LetterDataModule
 from letters.engine.callbacks import (
     GracefulStop,
@@ -50,15 +52,42 @@ class StackRun:
     pretrained: dict[str, Any] | None = None  # what pre-training did, for each metrics.json
     interrupted_in_pretraining: bool = False  # a signal came before the real data trained
 
+    @cached_property
+    def labels(self) -> list[str]:
+        """What each member's own lines start with (run_labels)."""
+        return run_labels(self.jobs)
+
+
+# Lightning's lines that no one acts on: its advertising, and which accelerators exist, on
+# every run (letters' "training starts on DEVICE" line names the one used; Lightning's warning
+# that a GPU is available but not used stays).
+LIGHTNING_NOISE = {
+    "pytorch_lightning.utilities.rank_zero": ("Tip:", "GPU available: ", "TPU available: "),
+    "pytorch_lightning.accelerators.cuda": ("CUDA_VISIBLE_DEVICES: ",),
+}
+
 
 def quiet_lightning() -> None:
-    """Drop Lightning's advertising and a deprecation warning it raises on itself."""
+    """Drop Lightning's noise (LIGHTNING_NOISE) and a deprecation warning it raises on itself."""
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     # letters logs per epoch only; Lightning warns when an epoch has fewer calls than this.
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-        lambda record: "Tip:" not in record.getMessage()
-    )
+    for name, noise in LIGHTNING_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(one, NoiseFilter) for one in logger.filters):  # once a process
+            logger.addFilter(NoiseFilter(noise))
+
+
+class NoiseFilter(logging.Filter):
+    """Drops the records whose message contains any of ``noise``."""
+
+    def __init__(self, noise: tuple[str, ...]) -> None:
+        super().__init__()
+        self.noise = noise
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.noise)
 
 
 def build_stack_run(jobs: list[Job]) -> StackRun:
@@ -143,7 +172,7 @@ def fit(stack: StackRun) -> None:
             )
         log.info("resuming from %s", resume)
     if len(stack.jobs) > 1:
-        log.info("a stack of %d runs: %s", len(stack.jobs), ", ".join(describe(stack.jobs)))
+        log.info("%s", stack_line(stack.jobs))
     stack.stopper.install()
     try:
         if stack.pretrain_data is not None:
@@ -173,12 +202,15 @@ def pretrain(stack: StackRun) -> None:
     log.info("pre-training: %d epochs of %s", epochs, stack.pretrain_data.name)
     settings = trainer_settings(cfg)
     settings.update(max_epochs=epochs, limit_val_batches=0, num_sanity_val_steps=0)
-    progress = settings["enable_progress_bar"]
+    bar = []
+    if settings["enable_progress_bar"]:  # it also says the whole run's time left
+        then_steps = stack.data.steps_per_epoch * int(cfg.epochs)
+        bar = [StepProgressBar("Pre-training epoch", then_steps)]
     trainer = pl.Trainer(
         **settings,
         logger=False,
         enable_checkpointing=False,
-        callbacks=[stack.stopper] + ([StepProgressBar("Pre-training epoch")] if progress else []),
+        callbacks=[stack.stopper, *bar],
         default_root_dir=stack.jobs[0].run_dir,
     )
     started = time.perf_counter()
@@ -198,20 +230,58 @@ def pretrain(stack: StackRun) -> None:
     }
     for member, loss in enumerate(losses):
         log.info(
-            "pre-trained: %d epochs of %s in %.1f s, train_loss %s",
+            "%spre-trained: %d epochs of %s, train_loss %s, %s%.1f s",
+            stack.labels[member],
             trainer.current_epoch,
             stack.pretrain_data.name,
-            stack.pretrained["seconds"],
             "-" if loss is None else f"{loss:.4f}",
+            seconds_owner({"stack_size": len(stack.jobs)}),
+            stack.pretrained["seconds"],
             extra={"member": member},
         )
     stack.pretrain_data = None  # its tensors are not needed again (on a GPU, its memory)
     stack.interrupted_in_pretraining = stack.stopper.signal is not None
 
 
-def describe(jobs: list[Job]) -> list[str]:
-    """Each job's per-member settings that differ within the stack, e.g. 'momentum=0.9 seed=1'."""
+# How many values of a varying setting the stack's line lists before it only counts them.
+LISTED_VALUES = 6
 
+
+def varying_settings(jobs: list[Job]) -> dict[str, list[str]]:
+    """The per-member settings that differ within the stack, each job's value of each, as the
+    sweep's report orders them: the seed (a replicate, not a setting) last."""
     settings = [member_settings(job.cfg) for job in jobs]
-    varying = [key for key in MEMBER_KEYS if len({str(s[key]) for s in settings}) > 1]
-    return [" ".join(f"{key}={s[key]}" for key in varying) or "-" for s in settings]
+    keys = sorted(MEMBER_KEYS, key=lambda key: key == "seed")
+    columns = {key: [str(s[key]) for s in settings] for key in keys}
+    return {key: values for key, values in columns.items() if len(set(values)) > 1}
+
+
+def run_labels(jobs: list[Job]) -> list[str]:
+    """What a stack's per-run lines start with, so that each says whose it is: the settings
+    that tell its run apart, aligned ('momentum=0.9  seed=1: '), or its folder's name where
+    none do; nothing for a run alone (its folder is printed when it ends)."""
+    if len(jobs) == 1:
+        return [""]
+    varying = varying_settings(jobs)
+    if not varying:
+        return [f"{job.run_dir.name}: " for job in jobs]
+    columns = [[f"{key}={value}" for value in values] for key, values in varying.items()]
+    widths = [max(len(cell) for cell in column) for column in columns]
+    return [
+        " ".join(
+            column[index].ljust(width) for column, width in zip(columns, widths, strict=True)
+        ).rstrip()
+        + ": "
+        for index in range(len(jobs))
+    ]
+
+
+def stack_line(jobs: list[Job]) -> str:
+    """The stack in one short line: 'a stack of 10 runs: momentum 0.88, 0.9, 0.95 x seed 1, 2'
+    (how many values, beyond LISTED_VALUES of them)."""
+    parts = []
+    for key, values in varying_settings(jobs).items():
+        distinct = list(dict.fromkeys(values))
+        shown = ", ".join(distinct) if len(distinct) <= LISTED_VALUES else f"{len(distinct)} values"
+        parts.append(f"{key} {shown}")
+    return f"a stack of {len(jobs)} runs" + (f": {' x '.join(parts)}" if parts else "")
