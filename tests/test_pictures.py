@@ -1,18 +1,24 @@
-"""Pictures a run and a test leave: valid PNGs, a confusion matrix that adds up, and the
-TensorBoard projector's files where TensorBoard looks for them."""
+"""Pictures a run and a test leave: valid PNGs whose titles name their run, a confusion matrix
+that adds up, mistakes whose confidences differ, and the TensorBoard projector's files where
+TensorBoard looks for them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import run_cli
-from letters.reporting.pictures import confusion_counts
+from letters.reporting import pictures
+from letters.reporting.pictures import confusion_counts, mistakes, run_name
 
 TINY = ["epochs=2", "val_interval=1", "batch_size=16"]
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def assert_png(path: Path) -> None:
@@ -36,6 +42,65 @@ def pictured_run(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 def test_a_run_saves_every_picture(pictured_run: Path) -> None:
     for name in ("learning_curves", "confusion_matrix", "mistakes", "tsne"):
         assert_png(pictured_run / "pictures" / f"{name}.png")
+    assert run_name(pictured_run) == pictured_run.name  # a single run: its folder's name
+
+
+def test_every_picture_title_names_its_run(tmp_path: Path, monkeypatch) -> None:
+    """A copied picture still says where it came from: the run, the split, the checkpoint."""
+    titles: list[str] = []
+    figure_png = pictures.figure_png
+
+    def recording(figure, **options):
+        titles.append(" | ".join([figure.get_suptitle(), *(a.get_title() for a in figure.axes)]))
+        return figure_png(figure, **options)
+
+    monkeypatch.setattr(pictures, "figure_png", recording)
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(26).repeat(2)
+    history = {"epoch": [1, 2], "train_loss": [2.0, 1.0], "val_epoch": [2], "val_acc": [0.5]}
+    paths = pictures.evaluation_pictures(
+        tmp_path,
+        torch.rand(52, 64, generator=generator) * 2 - 1,
+        labels,
+        torch.randn(52, 26, generator=generator),
+        ALPHABET,
+        8,
+        title="test split, best checkpoint",
+        run="momentum=0.9,seed=2",
+        history=history,
+    )
+    assert set(paths) == {"learning_curves", "confusion_matrix", "mistakes", "tsne"}
+    assert len(titles) == 4 and all("momentum=0.9,seed=2" in title for title in titles)
+    evaluated = [title for title in titles if "test split, best checkpoint" in title]
+    assert len(evaluated) == 3  # all but the learning curves, which are the training's
+
+
+def test_a_run_is_named_by_its_label_else_its_folder(tmp_path: Path) -> None:
+    labelled = {"logger": {"tensorboard": {"version": "momentum=0.9,seed=2"}}}
+    assert run_name(tmp_path / "sweep" / "4", labelled) == "momentum=0.9,seed=2"
+    assert run_name(tmp_path / "sweep" / "4", OmegaConf.create(labelled)) == "momentum=0.9,seed=2"
+    assert run_name(tmp_path / "sweep" / "4", {"logger": None}) == "sweep/4"
+    single = tmp_path / "2026-12-02_01-22-08"
+    single.mkdir()
+    config = single / "config.yaml"
+    config.write_text(yaml.safe_dump({"logger": {"mlflow": {"run_name": "x"}}}))
+    assert run_name(single) == "x"  # read from the run's config.yaml
+    config.write_text(yaml.safe_dump({"logger": {"tensorboard": {"version": ""}}}))
+    assert run_name(single) == single.name
+
+
+def test_mistakes_show_margins_that_differ_where_probabilities_read_1_00() -> None:
+    """An overconfident model's mistakes all have p = 1.00; their margins over the true letter
+    (log-odds) still differ, and rank them."""
+    labels = torch.zeros(5, dtype=torch.long)  # every image is an A
+    logits = torch.zeros(5, 26)
+    logits[torch.arange(5), torch.tensor([1, 2, 3, 4, 0])] = torch.tensor([40.0, 55, 30, 70, 90])
+    assert {f"{p:.2f}" for p in logits.softmax(dim=1).max(dim=1).values} == {"1.00"}
+    figure = mistakes(np.zeros((5, 8, 8)), labels, logits, ALPHABET, "run — test split")
+    panels = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    assert panels == ["A → E  70.0", "A → C  55.0", "A → B  40.0", "A → D  30.0"]
+    assert figure.get_suptitle().startswith("run — test split\n")
+    assert "the 4 surest of 4 mistakes" in figure.get_suptitle()
 
 
 def test_pictures_and_projector_are_in_tensorboard(pictured_run: Path) -> None:

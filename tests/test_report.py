@@ -82,22 +82,76 @@ def test_several_seeds_show_mean_and_spread(tmp_path: Path) -> None:
     assert "mean ± standard deviation over seeds; 4 of 4 runs in the table." in text
 
 
-def test_plot_title_speaks_of_spread_only_with_several_seeds(tmp_path: Path, monkeypatch) -> None:
-    from matplotlib.axes import Axes
+def figure_texts(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The text of every report plot saved from now on (its titles, legend, notes), one list a
+    figure: what the plot says, read without looking at pixels."""
+    from letters.reporting import figures
 
-    titles: list[str] = []
-    set_title = Axes.set_title
-    monkeypatch.setattr(
-        Axes,
-        "set_title",
-        lambda axes, label, *a, **k: titles.append(label) or set_title(axes, label, *a, **k),
-    )
+    saved: list[list[str]] = []
+    save_figure = figures.save_figure
+
+    def recording(figure, *args, **kwargs):
+        texts = []
+        for axes in figure.axes:
+            texts.append(axes.get_title())
+            legend = axes.get_legend()
+            texts += [text.get_text() for text in legend.get_texts()] if legend else []
+            texts += [text.get_text() for text in axes.texts]
+        saved.append(texts)
+        return save_figure(figure, *args, **kwargs)
+
+    monkeypatch.setattr(figures, "save_figure", recording)
+    return saved
+
+
+def test_plot_title_says_what_was_swept_and_how_many_runs_each_point_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = figure_texts(monkeypatch)
     for seeds in ((1,), (1, 2)):
         sweep = tmp_path / f"seeds{len(seeds)}"
         for number, (lr, seed) in enumerate((lr, seed) for lr in ("0.1", "0.2") for seed in seeds):
             make_job(sweep, number, [f"lr={lr}", f"seed={seed}"], finished(0.5 + seed / 10, 0.5))
         report(sweep)
-    assert titles == ["seeds1: one run per setting", "seeds2: mean ± 1 std over seeds"]
+    # Not the folder's name: what was swept (no config.yaml here says on which data).
+    assert [texts[0] for texts in saved] == [
+        "lr\none run per setting",
+        "lr\nmean ± 1 std over seeds, n = 2 runs each",
+    ]
+    # Settings with different numbers of runs: n under each point.
+    sweep = tmp_path / "uneven"
+    for number, (lr, seed) in enumerate((("0.1", 1), ("0.1", 2), ("0.2", 1))):
+        make_job(sweep, number, [f"lr={lr}", f"seed={seed}"], finished(0.5, 0.5))
+    report(sweep)
+    assert saved[-1][0] == "lr\nmean ± 1 std over seeds, n (runs per setting) under each point"
+    assert [text for text in saved[-1] if text.startswith("n=")] == ["n=2", "n=1"]
+
+
+def test_the_plot_says_where_its_numbers_come_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The title in words (optimizer, swept key, data), which checkpoint each curve's numbers
+    come from, the reference's caveat in the figure itself; a 200 dpi PNG and an SVG."""
+    from PIL import Image
+
+    saved = figure_texts(monkeypatch)
+    sweep = tmp_path / "momentum"
+    config = {"data": {"_target_": "letters.data.ListDataModule", "root": "/data/scene-letters"}}
+    for number, value in enumerate(("0.9", "0.95")):
+        overrides = [f"momentum={value}", "experiment=momentum_table", "seed=1"]
+        make_job(sweep, number, overrides, finished(0.5, 0.6, params={"optimizer": "sgd"}))
+        (sweep / str(number) / "config.yaml").write_text(yaml.safe_dump(config))
+    report(sweep)
+    (texts,) = saved
+    assert texts[0] == "SGD momentum on scene-letters (list)\none run per setting"
+    assert {"validation, last epoch", "test, best checkpoint"} <= set(texts)
+    assert {"reference: validation, epoch 50", "reference: test"} <= set(texts)
+    (caveat,) = [text for text in map(" ".join, map(str.split, texts)) if "as published" in text]
+    assert "the reference's Table 1" in caveat and "its own 2,000 photographs" in caveat
+    with Image.open(sweep / "report.png") as png:
+        assert [round(value) for value in png.info["dpi"]] == [200, 200]
+    svg = (sweep / "report.svg").read_text()
+    assert svg.startswith("<?xml") and "<svg" in svg
 
 
 def test_reference_tables_stand_beside_ours(tmp_path: Path) -> None:

@@ -254,5 +254,6 @@ def test_each_stacked_job_logs_what_a_single_run_logs(sweeps: dict[str, Path]) -
             "best_val_acc": "accuracy/best_val",
             "test_acc": "accuracy/test",
         }
-        for key, tag in {**tags_of, "train_loss": "loss/train"}.items():
-            assert last[tag] == pytest.approx(record[key], rel=1e-6)
+        for key, tag in tags_of.items():  # accuracy in percent, as the console says it
+            assert last[tag] == pytest.approx(100 * record[key], rel=1e-6)
+        assert last["loss/train"] == pytest.approx(record["train_loss"], rel=1e-6)

@@ -96,8 +96,9 @@ def test_hparams_dashboard_gets_each_runs_real_metrics(seeded_sweep: Path) -> No
             "best_val_acc": "accuracy/best_val",
             "test_acc": "accuracy/test",
         }
-        for key, tag in {**tags, "train_loss": "loss/train"}.items():
-            assert scalars[tag] == pytest.approx(metrics[key], rel=1e-6)
+        for key, tag in tags.items():  # accuracy in percent, as the console says it
+            assert scalars[tag] == pytest.approx(100 * metrics[key], rel=1e-6)
+        assert scalars["loss/train"] == pytest.approx(metrics["train_loss"], rel=1e-6)
         # Named by what the sweep varies, not by its job number.
         (run,) = {path.parent.name for path in (job / "tensorboard").rglob("events.*")}
         assert run == f"momentum={metrics['params']['momentum']},seed={metrics['params']['seed']}"

@@ -37,8 +37,9 @@ def test_csv_gets_the_scalars_hyperparameters_and_final_metrics(tracked_sweep: P
         last = {}
         for row in rows:
             last.update({key: float(value) for key, value in row.items() if value})
-        assert last["accuracy/test"] == pytest.approx(record["test_acc"], rel=1e-6)
-        assert last["accuracy/val"] == pytest.approx(record["val_acc"], rel=1e-6)
+        # Accuracy in percent, as the console says it; metrics.json keeps the fraction.
+        assert last["accuracy/test"] == pytest.approx(100 * record["test_acc"], rel=1e-6)
+        assert last["accuracy/val"] == pytest.approx(100 * record["val_acc"], rel=1e-6)
         assert last["loss/train"] == pytest.approx(record["train_loss"], rel=1e-6)
         assert {"accuracy/best_val", "loss/val", "loss/test"} <= set(last)
         hparams = yaml.safe_load((job / "csv" / "hparams.yaml").read_text())
@@ -58,7 +59,7 @@ def test_mlflow_gets_one_run_per_job_named_by_what_the_sweep_varies(tracked_swee
         run = runs[f"seed={record['params']['seed']}"]
         assert (run / "tags" / "run_dir").read_text() == str(job)
         test_acc = float((run / "metrics" / "accuracy" / "test").read_text().split()[1])
-        assert test_acc == pytest.approx(record["test_acc"], rel=1e-6)
+        assert test_acc == pytest.approx(100 * record["test_acc"], rel=1e-6)
         assert (run / "params" / "momentum").read_text() == "0.9"
         assert {"train", "val", "test"} <= {p.name for p in (run / "metrics" / "loss").iterdir()}
         assert "status: 3\n" in (run / "meta.yaml").read_text()  # RunStatus.FINISHED

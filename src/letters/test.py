@@ -17,10 +17,14 @@ from letters.common.files import write_json
 SPLIT_CHOICES = ("test", "validation", "train")
 
 
+def run_dir_of(ckpt: Path) -> Path:
+    """``RUN`` for a checkpoint in ``RUN/checkpoints/``, else the checkpoint's folder."""
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+
+
 def default_out_dir(ckpt: Path, data_name: str, split: str) -> Path:
     """``RUN/test/<ckpt name>-<data>-<split>/`` for a checkpoint in ``RUN/checkpoints/``."""
-    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run_dir / "test" / f"{ckpt.stem}-{data_name}-{split}"
+    return run_dir_of(ckpt) / "test" / f"{ckpt.stem}-{data_name}-{split}"
 
 
 def data_for(cfg: DictConfig, model: Any, ckpt: Path):
@@ -62,7 +66,7 @@ def test(cfg: DictConfig) -> dict[str, Any]:
     if cfg.pictures:
         from torch.utils.tensorboard import SummaryWriter  # start-up: only with pictures
 
-        from letters.reporting.pictures import evaluation_pictures
+        from letters.reporting.pictures import evaluation_pictures, run_name
 
         with SummaryWriter(str(out_dir / "tensorboard")) as writer:
             evaluation_pictures(
@@ -73,6 +77,7 @@ def test(cfg: DictConfig) -> dict[str, Any]:
                 model.hparams.classes,
                 model.hparams.norm_size,
                 title=f"{data.name} {cfg.split} split, {ckpt.name}",
+                run=run_name(run_dir_of(ckpt)),
                 history=model.histories[0] if model.stack_size == 1 else None,
                 writer=writer,
             )

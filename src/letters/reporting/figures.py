@@ -1,6 +1,6 @@
-"""The report's plot, report.png: a grid's accuracy against the swept value (the reference's
-numbers beside it, the best setting starred), or a search's accuracy trial by trial (the best
-so far as a step line, the best trial starred and its settings under the plot)."""
+"""The report's plot, report.png and report.svg: a grid's accuracy against the swept value (the
+reference's numbers beside it, the best setting starred), or a search's accuracy trial by trial
+(the best so far as a step line, the best trial starred and its settings under the plot)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,18 @@ from letters.reporting.reference import ReferenceTable
 from letters.reporting.sweep import METRICS, Group, Run, best_group, ranked_trials, sort_key
 from letters.reporting.tables import settings_text, shown_value
 
-# The report's plot keeps its legend and the notes under it, with a small margin around.
-TRIMMED = {"bbox_inches": "tight", "pad_inches": 0.15}
+# The report's plot keeps its legend and the notes under it, with a small margin around; a
+# PNG fit for print and, beside it, a drawing that scales (report.svg).
+SAVED = {"bbox_inches": "tight", "pad_inches": 0.15, "dpi": 200}
+VECTOR = "svg"
+# Each metric as the legend names it: which split, and which checkpoint the number comes from.
+LEGEND = {"val_acc": "validation, last epoch", "test_acc": "test, best checkpoint"}
+REFERENCE_LEGEND = {"val_acc": "validation, epoch 50", "test_acc": "test"}
+# Under a plot that shows the reference's numbers: they are not from this data set.
+REFERENCE_CAVEAT = (
+    "reference (dotted, hollow squares): {name} ({recipe}), as published: single runs of 50 "
+    "epochs on its own 2,000 photographs, not on this data"
+)
 
 
 def plot_grid(
@@ -44,17 +54,70 @@ def plot_grid(
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
     draw_metric_curves(axes, groups, positions, numeric, reference)
     star_best_group(axes, groups, positions, numeric)
+    rotation = 0
     if not numeric:
         rotation = 30 if len(labels) > 4 or max(map(len, labels)) > 12 else 0
         axes.set_xticks(positions, labels, rotation=rotation, ha="right" if rotation else "center")
     axes.set_xlabel(", ".join(keys) or "setting")
     axes.set_ylabel("accuracy (%)")
-    several = any(len(group.values("val_acc")) > 1 for group in groups)
-    spread = "mean ± 1 std over seeds" if several else "one run per setting"
-    axes.set_title(f"{title}: {spread}", fontsize=10)
+    axes.set_title(f"{title}\n{spread_text(axes, groups, positions)}", fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8)
-    save_figure(figure, path, **TRIMMED)
+    legend_beside(axes)
+    if reference is not None:
+        caveat = REFERENCE_CAVEAT.format(name=reference.name, recipe=reference.recipe)
+        note_under(axes, caveat, -0.22 if rotation else -0.14)
+    save_figure(figure, path, VECTOR, **SAVED)
+
+
+def spread_text(axes: Axes, groups: list[Group], positions: list[float]) -> str:
+    """What each point is (a mean ± 1 std, or one run) and its n, the runs per setting: said
+    once when every setting has the same n, else written under each point."""
+    counts = [len(group.values("val_acc")) for group in groups]
+    spread = "mean ± 1 std over seeds" if max(counts, default=0) > 1 else "one run per setting"
+    if len(set(counts)) <= 1:
+        return spread if max(counts, default=0) <= 1 else f"{spread}, n = {counts[0]} runs each"
+    for x, count in zip(positions, counts, strict=True):
+        axes.annotate(
+            f"n={count}",
+            (x, 0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7.5,
+            color="dimgrey",
+        )
+    return f"{spread}, n (runs per setting) under each point"
+
+
+def legend_beside(axes: Axes) -> None:
+    """The legend right of the plot, where it hides no point: ours, the reference's, the
+    best."""
+    handles, names = axes.get_legend_handles_labels()
+    order = sorted(
+        range(len(names)), key=lambda i: (names[i].startswith("best"), names[i].startswith("ref"))
+    )
+    axes.legend(
+        [handles[i] for i in order],
+        [names[i] for i in order],
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
+
+
+def note_under(axes: Axes, note: str, y: float) -> None:
+    """A note under the plot, in the figure itself: it stays with the picture."""
+    axes.text(
+        0.0,
+        y,
+        textwrap.fill(note, 105),
+        transform=axes.transAxes,
+        va="top",
+        ha="left",
+        fontsize=8,
+        color="dimgrey",
+    )
 
 
 def draw_metric_curves(
@@ -66,7 +129,7 @@ def draw_metric_curves(
 ) -> None:
     """One curve per metric (mean ± std), and the reference's published numbers beside it."""
     colours = ("tab:blue", "tab:orange")
-    for offset, (key, name), colour in zip((-0.08, 0.08), METRICS, colours, strict=True):
+    for offset, (key, _), colour in zip((-0.08, 0.08), METRICS, colours, strict=True):
         summaries = [group.summary(key) for group in groups]
         points = [
             (x + (0 if numeric else offset), 100 * s["mean"], 100 * (s["std"] or 0))
@@ -75,7 +138,9 @@ def draw_metric_curves(
         ]
         if points:
             xs, ys, errors = zip(*points, strict=True)
-            axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label=name, color=colour)
+            axes.errorbar(
+                xs, ys, yerr=errors, marker="o", capsize=4, label=LEGEND[key], color=colour
+            )
         if reference is not None:
             index = [key for key, _ in METRICS].index(key)
             published = [
@@ -92,7 +157,7 @@ def draw_metric_curves(
                     marker="s",
                     markerfacecolor="none",
                     color=colour,
-                    label=f"reference {name}",
+                    label=f"reference: {REFERENCE_LEGEND[key]}",
                 )
 
 
@@ -110,7 +175,7 @@ def star_best_group(axes: Axes, groups: list[Group], positions: list[float], num
             color="gold",
             markeredgecolor="black",
             linestyle="none",
-            label="best (val acc)",
+            label="best setting (validation)",
             zorder=5,
         )
 
@@ -139,7 +204,7 @@ def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> Non
     axes.set_title(f"{title}: {len(trials)} trials", fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    save_figure(figure, path, **TRIMMED)
+    save_figure(figure, path, VECTOR, **SAVED)
 
 
 def scatter_trials(axes: Axes, trials: list[Run]) -> None:
@@ -153,7 +218,7 @@ def scatter_trials(axes: Axes, trials: list[Run]) -> None:
             numbers,
             [100 * run.value("val_acc") for run in usable],
             color="tab:blue",
-            label="val acc (last epoch)",
+            label=LEGEND["val_acc"],
             zorder=3,
         )
         axes.scatter(
@@ -163,7 +228,7 @@ def scatter_trials(axes: Axes, trials: list[Run]) -> None:
             s=18,
             facecolors="none",
             edgecolors="tab:orange",
-            label="test acc",
+            label=LEGEND["test_acc"],
             zorder=3,
         )
     if collapsed:
@@ -200,7 +265,7 @@ def step_best_so_far(axes: Axes, trials: list[Run]) -> None:
             where="post",
             color="tab:green",
             alpha=0.7,
-            label="best val acc so far",
+            label="best validation so far",
         )
 
 

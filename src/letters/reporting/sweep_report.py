@@ -1,16 +1,19 @@
 """A sweep's report, as ``python -m letters.report`` prints it (its help describes the forms):
 which form fits the sweep (a grid of settings or a search, the reference's table it
-reproduces), the text assembled from the tables, and report.{md,csv,json,png} written beside
-the jobs."""
+reproduces), the text assembled from the tables, and report.{md,csv,json,png,svg} written
+beside the jobs."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from letters.common.files import write_atomically, write_json
 from letters.reporting.reference import TABLES, ReferenceTable
@@ -81,6 +84,55 @@ def reference_for(runs: list[Run], keys: list[str]) -> ReferenceTable | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The plot's title: what was swept, with which optimizer, on which data
+# ---------------------------------------------------------------------------------------------
+
+# The optimizers as a paper spells them (conf/optimizer/*.yaml names them in lower case).
+OPTIMIZER_NAMES = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+}
+
+
+def data_name(run: Run) -> str | None:
+    """The data a run trained on, as its config.yaml says: the data folder's name and the
+    layout (``scene-letters (list)``), or the source (``synthetic``); None when unreadable."""
+    try:
+        config = yaml.safe_load((run.directory / "config.yaml").read_text())
+        target, root = config["data"]["_target_"], config["data"].get("root")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+        return None
+    kind = str(target).rsplit(".", 1)[-1].removesuffix("DataModule").lower()
+    return f"{Path(str(root)).name} ({kind})" if root else kind
+
+
+def plot_title(runs: list[Run], keys: list[str], search: bool) -> str:
+    """The plot's title in a report's words, e.g. "SGD momentum on scene-letters (list)": the
+    optimizer when every run used the same one, what was swept, and the data when every run
+    trained on the same."""
+    swept = " × ".join(keys) or "one setting"
+    if search:
+        swept = f"search over {', '.join(keys) or 'one setting'}"
+    optimizers = {
+        (run.metrics.get("params") or {}).get("optimizer")
+        for run in runs
+        if run.metrics is not None and isinstance(run.metrics.get("params"), dict)
+    }
+    if not search and "optimizer" not in keys and len(optimizers) == 1 and None not in optimizers:
+        (optimizer,) = optimizers
+        swept = f"{OPTIMIZER_NAMES.get(str(optimizer), str(optimizer))} {swept}"
+    data = Counter(data_name(run) for run in runs)
+    if len(data) == 1 and None not in data:
+        (name,) = data
+        return f"{swept} on {name}"
+    return swept
+
+
+# ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
 
@@ -118,7 +170,8 @@ class Report:
         return ranked[0] if ranked else None
 
     def write(self) -> None:
-        """report.md, report.csv, report.json and report.png, into the sweep's folder."""
+        """report.md, report.csv, report.json, report.png and report.svg, into the sweep's
+        folder."""
         # matplotlib takes a second to load: only the plot needs it, not reading a sweep.
         from letters.reporting.figures import plot_grid, plot_search
 
@@ -136,11 +189,11 @@ class Report:
             "runs": len(self.runs),
         }
         write_json(self.sweep_dir / "report.json", summary)
-        png, name = self.sweep_dir / "report.png", self.sweep_dir.name
+        png, title = self.sweep_dir / "report.png", plot_title(self.runs, self.keys, self.search)
         if self.search:
-            plot_search(png, self.runs, self.keys, name)
+            plot_search(png, self.runs, self.keys, title)
         else:
-            plot_grid(png, self.groups, self.keys, name, self.reference)
+            plot_grid(png, self.groups, self.keys, title, self.reference)
 
 
 def build_report(sweep_dir: Path) -> Report:
@@ -175,7 +228,7 @@ def build_report(sweep_dir: Path) -> Report:
 
 
 def report(sweep_dir: Path) -> str:
-    """The report's text; report.{md,csv,json,png} are written into ``sweep_dir``."""
+    """The report's text; report.{md,csv,json,png,svg} are written into ``sweep_dir``."""
     made = build_report(sweep_dir)
     made.write()
     return made.text

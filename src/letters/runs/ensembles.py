@@ -33,7 +33,7 @@ from letters.common.records import (
 from letters.data.modules import LetterDataModule
 from letters.engine.checkpoint import load_classifier, read_checkpoint
 from letters.engine.evaluate import Predictions, predict_split
-from letters.reporting.pictures import evaluation_pictures
+from letters.reporting.pictures import evaluation_pictures, run_name
 from letters.runs.jobs import Job, multirun, record_failure
 from letters.runs.recording import flat_params, print_summary
 from letters.runs.resume import read_run_config
@@ -243,6 +243,7 @@ def report_ensemble(job: Job, record: RunRecord, data: LetterDataModule, test: P
             data.classes,
             cfg.norm_size,
             title=f"test split, ensemble of {record['members_in_checkpoint']}",
+            run=run_name(job.run_dir, cfg),
             writer=tensorboard.experiment if tensorboard is not None else None,
             step=step,
             seed=cfg.seed,

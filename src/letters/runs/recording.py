@@ -26,7 +26,7 @@ from letters.common.records import (
 )
 from letters.engine.checkpoint import load_classifier
 from letters.engine.evaluate import Predictions, predict_split
-from letters.reporting.pictures import draw_in_parallel, evaluation_pictures
+from letters.reporting.pictures import draw_in_parallel, evaluation_pictures, run_name
 from letters.runs.jobs import multirun
 from letters.runs.resume import scheduler_job_id
 from letters.runs.stack_run import StackRun
@@ -329,6 +329,7 @@ def picture_task(stack: StackRun, member: int, predictions: Any) -> dict[str, An
         "classes": stack.data.classes,
         "norm_size": job.cfg.norm_size,
         "title": "test split, best checkpoint",
+        "run": run_name(job.run_dir, job.cfg),
         "history": stack.model.histories[member],
         "step": stack.trainer.global_step,
         "seed": job.cfg.seed,

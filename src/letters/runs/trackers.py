@@ -3,8 +3,10 @@ Lightning's own loggers (``conf/logger/*.yaml``; several at once: ``logger=[tens
 
 Every tracker of a run receives the same scalars while it trains (``loss/train``,
 ``loss/val``, ``accuracy/val``, ``accuracy/best_val``; the x-axis is the optimizer step), then its
-hyper-parameters and final metrics (``accuracy/test``, ``loss/test``) at the end. A multirun's runs
-are named by what the sweep varies (``momentum=0.9,seed=2``), not by their job number.
+hyper-parameters and final metrics (``accuracy/test``, ``loss/test``) at the end. Accuracy goes to
+them in percent, as the console and the reports show it; metrics.json keeps fractions. A
+multirun's runs are named by what the sweep varies (``momentum=0.9,seed=2``), not by their job
+number.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from torch.utils.tensorboard.summary import hparams
 from letters.common.records import Status
 
 log = logging.getLogger("letters.train")
+
+# The scalars a tracker shows in percent (63.7 rather than 0.637): every tag under it.
+PERCENT_PREFIX = "accuracy/"
 
 # TensorBoard's CUSTOM SCALARS: one chart per measure, every split on it.
 CHARTS = {
@@ -67,9 +72,11 @@ class RunTrackers:
             self.tensorboard.experiment.add_custom_scalars(CHARTS)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Fractions in, each tracker's scalars out: accuracy in percent (``tracked_values``)."""
+        shown = tracked_values(metrics)
         for logger in self.loggers:
             try:
-                logger.log_metrics(metrics, step)
+                logger.log_metrics(shown, step)
             except ValueError as error:  # Lightning's TensorBoardLogger words a failed write so
                 if isinstance(error.__cause__, OSError):
                     raise error.__cause__ from None
@@ -97,6 +104,15 @@ class RunTrackers:
             mlflow = isinstance(logger, MLFlowLogger)
             interrupted = status == Status.INTERRUPTED
             logger.finalize("KILLED" if mlflow and interrupted else str(status))
+
+
+def tracked_values(metrics: dict[str, float]) -> dict[str, float]:
+    """The values a tracker gets: accuracies (fractions in metrics.json) in percent, so that
+    TensorBoard's charts and HPARAMS, MLflow and W&B read as the console does."""
+    return {
+        key: 100 * value if key.startswith(PERCENT_PREFIX) and value is not None else value
+        for key, value in metrics.items()
+    }
 
 
 def hparams_view(params: dict[str, Any], label: str) -> dict[str, Any]:
