@@ -40,6 +40,9 @@ def data_for(cfg: DictConfig, model: Any, ckpt: Path):
 def test(cfg: DictConfig) -> dict[str, Any]:
     if cfg.split not in SPLIT_CHOICES:
         raise ConfigError(f"split={cfg.split!r} is not one of: {', '.join(SPLIT_CHOICES)}")
+    from letters.runs.validate import validate_data
+
+    validate_data(cfg.get("data"))  # a bad data.root is said before the checkpoint loads
     from letters.engine.checkpoint import load_classifier  # start-up: Lightning, after checks
     from letters.engine.evaluate import predict_split
 

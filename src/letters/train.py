@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from letters.common.entry import hydra_command
 from letters.common.resolvers import register_resolvers
-from letters.runs.jobs import Job, multirun, record_failure
+from letters.runs.jobs import Job, failure_recorded, multirun, record_failure
 
 register_resolvers()  # before Hydra composes the config that uses them
 
@@ -47,14 +47,15 @@ def train(cfg: DictConfig) -> float:
 
     In a multirun, a job that fails records why in its metrics.json and returns the failed
     score (letters.common.records.FAILED_SCORE) so that the other jobs go on; a single run
-    raises.
+    records why the same way, then raises.
     """
-    from letters.runs.stacking import train_jobs  # start-up: loads Lightning
+    with failure_recorded():  # in the run's metrics.json and train.log, then raised on
+        job = stacking.prepare(cfg)
+        if not isinstance(job, Job):
+            return job
+        from letters.runs.stacking import train_jobs  # start-up: Lightning, after the checks
 
-    job = stacking.prepare(cfg)
-    if not isinstance(job, Job):
-        return job
-    return train_jobs([job], strict=not multirun())[0]
+        return train_jobs([job], strict=not multirun())[0]
 
 
 stacking = JobStacking()

@@ -29,6 +29,17 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
+def user_error_line(error: BaseException) -> str | None:
+    """The one line a user is shown for ``error``: a LettersError's message, or an OSError's
+    file and reason (a full disk, a folder that cannot be written or made...); None for
+    anything else, a bug, which keeps its traceback."""
+    if isinstance(error, LettersError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or first_line(error)}"
+    return None
+
+
 def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
     """Print a LettersError (or an OSError naming its file) as ``error: <message>`` and exit
     1, unless HYDRA_FULL_ERROR=1."""
@@ -37,16 +48,11 @@ def exit_on_user_error(function: Callable[..., T]) -> Callable[..., T]:
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
-        except LettersError as error:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        except (LettersError, OSError) as error:
+            line = user_error_line(error)
+            if line is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {error}", file=sys.stderr, flush=True)
-            sys.exit(1)
-        except OSError as error:  # a full disk, a folder that cannot be written or made...
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or error.filename is None:
-                raise
-            reason = error.strerror or first_line(error)
-            print(f"error: {error.filename}: {reason}", file=sys.stderr, flush=True)
+            print(f"error: {line}", file=sys.stderr, flush=True)
             sys.exit(1)
 
     return wrapper

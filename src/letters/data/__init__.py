@@ -1,15 +1,26 @@
-"""Letter data sources, each a Lightning DataModule chosen by the Hydra group ``data``."""
+"""Letter data sources, each a Lightning DataModule chosen by the Hydra group ``data``.
+
+The modules are imported on first use (PEP 562): a cheap check of the data
+(letters.data.list_layout.check_layout) must not wait for Lightning to load.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from letters.data.images import CLASSES
-from letters.data.modules import (
-    Chunk,
-    EmnistDataModule,
-    LetterDataModule,
-    ListDataModule,
-    MemberBatches,
-    SyntheticDataModule,
-    TensorBatches,
-)
+
+if TYPE_CHECKING:
+    from letters.data.modules import (
+        Chunk,
+        EmnistDataModule,
+        LetterDataModule,
+        ListDataModule,
+        MemberBatches,
+        SyntheticDataModule,
+        TensorBatches,
+    )
 
 __all__ = [
     "CLASSES",
@@ -21,3 +32,9 @@ __all__ = [
     "SyntheticDataModule",
     "TensorBatches",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module("letters.data.modules"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

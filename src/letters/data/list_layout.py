@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -20,16 +21,52 @@ from letters.data.cache import Splits, cache_key, cached_splits
 from letters.data.images import CLASSES, label_index, load_grey
 
 SPLITS = ("train", "validation", "test")
+IMAGES = "images"
+NEEDED = "the list layout needs train.json, validation.json, test.json and images/ in data.root"
+
+
+def check_layout(root: Path) -> None:
+    """Refuse, in one line that teaches the layout, a ``data.root`` that is not a list-layout
+    folder: cheap (no file is read), so that it is said before anything slow starts. Notices a
+    root one level too deep (its images/ folder) or too high (a folder holding the data)."""
+    if not root.is_dir():
+        raise LettersError(f"{root}: data folder not found")
+    if is_layout(root):
+        return
+    parent = Path(os.path.abspath(root)).parent  # as typed, symbolic links kept
+    if Path(os.path.abspath(root)).name == IMAGES and is_layout(parent):
+        raise LettersError(
+            f"{root}: an images folder, not the data folder ({NEEDED}); "
+            f"did you mean data.root={parent}?"
+        )
+    held = sorted(folder for folder in islice(root.iterdir(), 200) if is_layout(folder))
+    if held:
+        choices = " or ".join(f"data.root={folder}" for folder in held[:3])
+        raise LettersError(f"{root}: not a data folder ({NEEDED}); did you mean {choices}?")
+    absent = [name for name, present in layout_parts(root).items() if not present]
+    if len(absent) == len(layout_parts(root)):
+        raise LettersError(f"{root}: not a data folder ({NEEDED})")
+    if IMAGES in absent:
+        raise LettersError(f"{root / IMAGES}: images folder not found ({NEEDED})")
+    raise LettersError(f"{root / absent[0]}: split file not found ({NEEDED})")
+
+
+def layout_parts(folder: Path) -> dict[str, bool]:
+    """Each part of the list layout, and whether ``folder`` has it (not whether it reads)."""
+    parts = {f"{split}.json": (folder / f"{split}.json").is_file() for split in SPLITS}
+    parts[IMAGES] = (folder / IMAGES).is_dir()
+    return parts
+
+
+def is_layout(folder: Path) -> bool:
+    return all(layout_parts(folder).values())
 
 
 def read_listing(root: Path, split: str) -> list[tuple[str, int]]:
     """(file name, class index) pairs of one split, validated."""
     path = root / f"{split}.json"
     if not path.is_file():
-        raise LettersError(
-            f"{path}: split file not found (the list layout needs train.json, validation.json "
-            "and test.json)"
-        )
+        raise LettersError(f"{path}: split file not found ({NEEDED})")
     try:
         listing = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -69,11 +106,8 @@ def load_list_layout(
 ) -> Splits:
     """All three splits of a list-layout folder, decoded once and then read from the cache."""
     root = Path(root).expanduser()
-    if not root.is_dir():
-        raise LettersError(f"{root}: data folder not found")
-    images_dir = root / "images"
-    if not images_dir.is_dir():
-        raise LettersError(f"{images_dir}: images folder not found")
+    check_layout(root)
+    images_dir = root / IMAGES
     listings = {split: read_listing(root, split) for split in SPLITS}
     fingerprint = []
     for split, entries in listings.items():
@@ -97,7 +131,7 @@ def load_list_layout(
 def export_list_layout(splits: Splits, out: str | os.PathLike) -> Path:
     """Write splits of grey uint8 images as PNG files in the list layout (for other tools)."""
     out = Path(out)
-    images_dir = out / "images"
+    images_dir = out / IMAGES
     images_dir.mkdir(parents=True, exist_ok=True)
     number = 0
     for split in SPLITS:

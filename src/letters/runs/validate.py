@@ -1,16 +1,19 @@
 """The training config's checks, run before any data is decoded or any training starts, so that
-a typo costs a second and one clear line instead of a traceback minutes into a run."""
+a typo costs a second and one clear line instead of a traceback minutes into a run; a data
+folder's layout is among them (looked at, not read)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from letters.common.config import choice, number
 from letters.common.errors import ConfigError
+from letters.data.list_layout import check_layout
 from letters.nn.autograd import ACTIVATIONS, REDUCTIONS
 from letters.nn.model import INITS, INPUT_NORMS
 from letters.optim import OPTIMIZERS, SCHEDULERS
@@ -66,6 +69,23 @@ def validate_training(cfg: DictConfig, task_overrides: Sequence[str] = ()) -> No
                 f"pretrain={pretrain!r} must be a pre-training config (pretrain=synthetic|emnist)"
             )
         number(pretrain, "epochs", low=1, low_inclusive=True, integer=True, prefix="pretrain.")
+    validate_data(cfg.get("data"))
+    if cfg.get("pretrain"):
+        validate_data(cfg.pretrain.get("data"), "pretrain.data")
     takes_momentum = OPTIMIZERS[name].takes_momentum
     if not takes_momentum and any(o.startswith("momentum=") for o in task_overrides):
         log.warning("momentum=%s is ignored: optimizer %s has no momentum", cfg.momentum, name)
+
+
+def validate_data(data: Any, key: str = "data") -> None:
+    """A list-layout data source's folder (``data.root``), looked at before anything slow
+    loads: one line saying what it must hold, or which folder was probably meant."""
+    target = data.get("_target_") if isinstance(data, DictConfig) else None
+    if not isinstance(target, str) or target.rpartition(".")[2] != "ListDataModule":
+        return
+    if OmegaConf.is_missing(data, "root"):
+        raise ConfigError(
+            f"{key}.root=DIR is needed: a folder holding train.json, validation.json, test.json "
+            "and images/"
+        )
+    check_layout(Path(str(data.root)).expanduser())
