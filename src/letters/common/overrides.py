@@ -107,27 +107,55 @@ def names_a_key(override: Override, conf_dir: Path) -> bool:
 
 def keys_in_files(config_name: str, overrides: Iterable[Override], conf_dir: Path) -> set[str]:
     """Keys certain to exist without composing: those of conf/<config_name>.yaml, and those of
-    a group's option chosen on the command line (``data=list`` has data.root)."""
-    certain = set(dotted_keys(own_keys(conf_dir / f"{config_name}.yaml")))
-    for override in overrides:
-        group = override.key_or_group
-        if override.package is None and not override.is_sweep_override():
-            option = override.value()
-            if isinstance(option, str) and group_choices(group, conf_dir) is not None:
-                certain |= set(dotted_keys(own_keys(conf_dir / group / f"{option}.yaml"), group))
+    a group's option, chosen on the command line (``data=list`` has data.root) or by default
+    when no option chosen has a defaults list (which may override other groups' defaults)."""
+    primary = conf_dir / f"{config_name}.yaml"
+    chosen: dict[str, Any] = {
+        override.key_or_group: override.value()
+        for override in overrides
+        if override.package is None
+        and not override.is_sweep_override()
+        and group_choices(override.key_or_group, conf_dir) is not None
+    }
+    options = [conf_dir / group / f"{option}.yaml" for group, option in chosen.items()]
+    if not any("defaults" in read_yaml(path) for path in options if path.is_file()):
+        chosen = {**default_choices(primary), **chosen}
+    certain = set(dotted_keys(own_keys(primary)))
+    for group, option in chosen.items():
+        if isinstance(option, str):
+            certain |= set(dotted_keys(own_keys(conf_dir / group / f"{option}.yaml"), group))
     return certain
+
+
+def default_choices(primary: Path) -> dict[str, Any]:
+    """The group options a config file's defaults list chooses (``data: synthetic``)."""
+    entries = read_yaml(primary).get("defaults") or []
+    return {
+        group: option
+        for entry in entries
+        if isinstance(entry, dict)
+        for group, option in entry.items()
+        if " " not in group and "/" not in group
+    }
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file's content, or nothing when it cannot be read."""
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def own_keys(path: Path) -> dict[str, Any]:
     """A config file's own keys; none for one whose keys may land elsewhere (``@package``)."""
     try:
-        text = path.read_text(encoding="utf-8")
-        content = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError):
+        if "@package" in path.read_text(encoding="utf-8"):
+            return {}
+    except OSError:
         return {}
-    if "@package" in text or not isinstance(content, dict):
-        return {}
-    return {key: value for key, value in content.items() if key not in ("defaults", "hydra")}
+    return {k: v for k, v in read_yaml(path).items() if k not in ("defaults", "hydra")}
 
 
 def nodes(content: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

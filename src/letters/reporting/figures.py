@@ -72,11 +72,16 @@ def plot_grid(
 def spread_text(axes: Axes, groups: list[Group], positions: list[float]) -> str:
     """What each point is (a mean ± 1 std, or one run) and its n, the runs per setting: said
     once when every setting has the same n, else written under each point."""
-    counts = [len(group.values("val_acc")) for group in groups]
+    counted = [  # the plotted points: a setting without a finished run has none
+        (x, len(group.values("val_acc")))
+        for x, group in zip(positions, groups, strict=True)
+        if group.values("val_acc")
+    ]
+    counts = {count for _, count in counted}
     spread = "mean ± 1 std over seeds" if max(counts, default=0) > 1 else "one run per setting"
-    if len(set(counts)) <= 1:
-        return spread if max(counts, default=0) <= 1 else f"{spread}, n = {counts[0]} runs each"
-    for x, count in zip(positions, counts, strict=True):
+    if len(counts) <= 1:
+        return spread if max(counts, default=0) <= 1 else f"{spread}, n = {counted[0][1]} runs each"
+    for x, count in counted:
         axes.annotate(
             f"n={count}",
             (x, 0),
