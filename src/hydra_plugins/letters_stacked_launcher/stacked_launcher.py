@@ -8,7 +8,7 @@ A task function that supports stacking carries an attribute ``stacking`` that fo
    ``.hydra/`` and its job log, and its config is validated and resolved. A job whose config
    is bad comes back as a float (its score, the failure already recorded by ``prepare``).
    Its ``#N :`` line names only the overrides that set it apart; those every job shares are
-   said once, when the launch starts.
+   said once, on a line of their own when the launch starts.
 2. The prepared jobs are grouped by ``stacking.key`` (in order of first appearance), each group
    is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack.
    Meanwhile each job's log file (``train.log``) receives the records about it: those without
@@ -248,19 +248,25 @@ class StackedLauncher(Launcher):
         stacking = getattr(self.task_function, "stacking", None)
         original_hydra_cfg = HydraConfig.instance().cfg
         try:
-            shared = shared_overrides(job_overrides)
-            every_job = f": every job with {' '.join(shared)}" if shared else ""
             if stacking is None:
-                log.info(f"Launching {len(job_overrides)} jobs locally{every_job}")
+                log.info(f"Launching {len(job_overrides)} jobs locally")
+                self.log_shared_overrides(job_overrides)
                 task_function = self.task_function
                 return self.run_jobs(job_overrides, initial_job_idx, lambda _: task_function)
             log.info(
-                f"Launching {len(job_overrides)} jobs locally, stacked "
-                f"(max_stack={self.max_stack}){every_job}"
+                f"Launching {len(job_overrides)} jobs locally, stacked (max_stack={self.max_stack})"
             )
+            self.log_shared_overrides(job_overrides)
             return self.launch_stacked(stacking, job_overrides, initial_job_idx)
         finally:
             HydraConfig.instance().cfg = original_hydra_cfg
+
+    @staticmethod
+    def log_shared_overrides(job_overrides: Sequence[Sequence[str]]) -> None:
+        """Once, on a line of its own: the overrides every job has, left out of the jobs' lines."""
+        shared = shared_overrides(job_overrides)
+        if shared:
+            log.info(f"every job: {' '.join(shared)}")
 
     def run_jobs(
         self,
