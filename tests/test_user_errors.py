@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from letters.common.entry import CONF_DIR
 from letters.common.errors import ConfigError
-from letters.common.overrides import check_keys
+from letters.common.overrides import check_group_choices, check_keys
 from letters.common.records import Status, read_record
 
 NEEDED = "the list layout needs train.json, validation.json, test.json and images/ in data.root"
@@ -210,3 +210,10 @@ def test_the_list_layout_reader_applies_the_same_check(tmp_path: Path) -> None:
     with pytest.raises(LettersError) as caught:
         load_list_layout(tmp_path, 32, tmp_path / "cache")
     assert str(caught.value) == f"{tmp_path}: not a data folder ({NEEDED})"
+
+
+def test_hydras_own_logging_options_stay_choosable() -> None:
+    """conf/hydra/job_logging/ adds letters' option beside Hydra's own, not instead of them."""
+    check_group_choices(["hydra/job_logging=stdout", "hydra/hydra_logging=disabled"], CONF_DIR)
+    with pytest.raises(ConfigError, match="stdot"):
+        check_group_choices(["hydra/job_logging=stdot"], CONF_DIR)

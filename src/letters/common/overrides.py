@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
@@ -37,11 +38,16 @@ OTHER_CONFIG = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", 
 
 
 def group_choices(group: str, conf_dir: Path) -> list[str] | None:
-    """The options of a config group of ours, or None when ``group`` is not one."""
+    """The options of a config group of ours, or None when ``group`` is not one. A group under
+    ``hydra/`` also has Hydra's own options (``hydra/job_logging=stdout``)."""
     folder = conf_dir / group
     if not folder.is_dir():
         return None
-    return sorted(path.stem for path in folder.glob("*.yaml"))
+    options = {path.stem for path in folder.glob("*.yaml")}
+    if group.startswith("hydra/"):
+        hydra_folder = Path(hydra.__file__).parent / "conf" / group
+        options |= {path.stem for path in hydra_folder.glob("*.yaml")}
+    return sorted(options)
 
 
 def check_group_choices(arguments: Sequence[str], conf_dir: Path) -> None:
