@@ -15,7 +15,8 @@ A task function that supports stacking carries an attribute ``stacking`` that fo
    a ``member`` attribute (about the whole stack) and those whose ``member`` is its index in
    the stack; the console shows every record, as the job's logging config would, but those
    whose ``console`` attribute is False (details for the log files only).
-3. Each job's ``JobReturn`` gets its value from ``train``.
+3. Each job's ``JobReturn`` gets its value from ``train`` (a job whose value is an exception
+   fails with it, as a job whose task function raised it would).
 
 A task function without ``stacking`` (any ordinary Hydra app) is run job after job exactly as
 Hydra's basic launcher runs it.
@@ -67,13 +68,16 @@ class Stacking(Protocol):
 
     def prepare(self, cfg: DictConfig) -> Any:
         """Check and resolve one job's config (Hydra's config for that job is current): a
-        prepared job, or a float, the job's score when it cannot run (already recorded)."""
+        prepared job; or a float, the job's score when it cannot run or has run already
+        (recorded); or the exception the job ends with (the job fails with it)."""
 
     def key(self, job: Any) -> str:
         """Jobs with equal keys may train together as one stack."""
 
-    def train(self, jobs: list[Any]) -> list[float]:
-        """Train ``jobs`` as one stack and return each job's score, in order."""
+    def train(self, jobs: list[Any]) -> list[Any]:
+        """Train ``jobs`` as one stack and return each job's score, in order; or, for a job,
+        the exception it ended with: the job then fails with it, as Hydra's ``run_job`` fails
+        a job whose task function raised (so a sweeper sees, e.g., ``optuna.TrialPruned``)."""
 
     def record_failure(self, job: Any, error: BaseException) -> float:
         """Record that ``job`` could not train because of ``error``; return its score."""
@@ -322,8 +326,13 @@ class StackedLauncher(Launcher):
         # Phase 2: group the prepared jobs and train each stack.
         groups: dict[str, list[PreparedJob]] = {}
         for position, job_return in enumerate(runs):
-            if job_return.status != JobStatus.COMPLETED or is_score(job_return.return_value):
-                continue  # prepare raised, or recorded the failure and returned its score
+            if job_return.status != JobStatus.COMPLETED:
+                continue  # prepare raised
+            if isinstance(job_return.return_value, BaseException):
+                job_return.status = JobStatus.FAILED  # what it ends with: as if it raised it
+                continue
+            if is_score(job_return.return_value):
+                continue  # its score: a failure prepare recorded, or a job that ran before
             member = PreparedJob(
                 initial_job_idx + position, job_return, job_return.return_value, logs[position]
             )
@@ -359,7 +368,8 @@ class StackedLauncher(Launcher):
                 return
         for member, value in zip(stack, values, strict=True):
             member.job_return.return_value = value
-            member.job_return.status = JobStatus.COMPLETED
+            failed = isinstance(value, BaseException)
+            member.job_return.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
 
     @staticmethod
     def record_failures(

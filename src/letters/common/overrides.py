@@ -38,16 +38,33 @@ OTHER_CONFIG = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", 
 
 
 def group_choices(group: str, conf_dir: Path) -> list[str] | None:
-    """The options of a config group of ours, or None when ``group`` is not one. A group under
-    ``hydra/`` also has Hydra's own options (``hydra/job_logging=stdout``)."""
+    """The options of a config group, or None when ``group`` is not one. A group under
+    ``hydra/`` also has Hydra's own options (``hydra/job_logging=stdout``) and those that Hydra
+    plugins store (``hydra/launcher=stacked``, ``hydra/sweeper/pruner=hyperband``)."""
     folder = conf_dir / group
-    if not folder.is_dir():
-        return None
-    options = {path.stem for path in folder.glob("*.yaml")}
+    options = {path.stem for path in folder.glob("*.yaml")} if folder.is_dir() else None
     if group.startswith("hydra/"):
         hydra_folder = Path(hydra.__file__).parent / "conf" / group
-        options |= {path.stem for path in hydra_folder.glob("*.yaml")}
-    return sorted(options)
+        if hydra_folder.is_dir():
+            options = (options or set()) | {path.stem for path in hydra_folder.glob("*.yaml")}
+        stored = plugin_choices(group)
+        if stored is not None:
+            options = (options or set()) | stored
+    return None if options is None else sorted(options)
+
+
+def plugin_choices(group: str) -> set[str] | None:
+    """The options Hydra's plugins store in ``group`` (None when they store none there):
+    plugins store them when discovered, which this does (as Hydra's start would)."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()
+    try:
+        names = ConfigStore.instance().list(group)
+    except OSError:
+        return None
+    return {name.removesuffix(".yaml") for name in names if name.endswith(".yaml")}
 
 
 def check_group_choices(arguments: Sequence[str], conf_dir: Path) -> None:
