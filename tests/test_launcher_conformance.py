@@ -300,3 +300,39 @@ def test_stack_logging_routes_members_and_restores_the_root_logger(tmp_path: Pat
         root.setLevel(saved_level)
     assert (tmp_path / "a.log").read_text() == "DEBUG to both\nINFO to a\n"
     assert (tmp_path / "b.log").read_text() == "DEBUG to both\nWARNING to b\n"
+
+
+class EndingStacking(FakeStacking):
+    """Jobs ``a == ended`` end with an exception instead of a score: from ``train`` when
+    trained, from ``prepare`` when ``before`` (a job that ended in an earlier run)."""
+
+    def __init__(self, ended: int, before: bool) -> None:
+        super().__init__()
+        self.ended, self.before = ended, before
+
+    def prepare(self, cfg: DictConfig) -> Any:
+        if self.before and cfg.a == self.ended:
+            return LookupError(f"a={cfg.a} ended before")
+        return super().prepare(cfg)
+
+    def train(self, jobs: list[FakeJob]) -> list[Any]:
+        values = super().train(jobs)
+        return [
+            LookupError(f"a={job.cfg.a} ended") if job.cfg.a == self.ended else value
+            for job, value in zip(jobs, values, strict=True)
+        ]
+
+
+@pytest.mark.parametrize("before", [False, True])
+@pytest.mark.usefixtures("hydra_restore_singletons")
+def test_a_job_may_end_with_an_exception(
+    hydra_sweep_runner: TSweepRunner, tmp_path: Path, before: bool
+) -> None:
+    """A job that ends with an exception (Optuna's TrialPruned, say) fails with it, as when
+    a task function raises it, which a sweeper reads from its JobReturn (the basic sweeper
+    raises it); its stack-mates train on."""
+    stacking = EndingStacking(ended=1, before=before)
+    sweep = stacked_sweep(hydra_sweep_runner, stacking, tmp_path / "sweep", "+a=0,1,2")
+    with pytest.raises(LookupError, match="a=1 ended"), sweep:
+        pass
+    assert stacking.stacks == ([[0, 2]] if before else [[0, 2], [1]])
