@@ -23,7 +23,7 @@ class JobStacking:
     """letters' side of the stacked launcher's contract
     (hydra_plugins.letters_stacked_launcher.Stacking)."""
 
-    def prepare(self, cfg: DictConfig) -> Job | float:
+    def prepare(self, cfg: DictConfig) -> Job | float | BaseException:
         from letters.runs.prepare import prepare_job  # start-up: loads torch
 
         return prepare_job(cfg)
@@ -33,7 +33,7 @@ class JobStacking:
 
         return job_stack_key(job)
 
-    def train(self, jobs: list[Job]) -> list[float]:
+    def train(self, jobs: list[Job]) -> list[float | BaseException]:
         from letters.runs.stacking import train_jobs  # start-up: loads Lightning
 
         return train_jobs(jobs)
@@ -52,10 +52,18 @@ def train(cfg: DictConfig) -> float:
     with failure_recorded():  # in the run's metrics.json and train.log, then raised on
         job = stacking.prepare(cfg)
         if not isinstance(job, Job):
-            return job
+            return ended(job)
         from letters.runs.stacking import train_jobs  # start-up: Lightning, after the checks
 
-        return train_jobs([job], strict=not multirun())[0]
+        return ended(train_jobs([job], strict=not multirun())[0])
+
+
+def ended(outcome: float | BaseException) -> float:
+    """A job's score, or the exception it ends with (a pruned trial's TrialPruned, which the
+    Optuna sweeper reads from the failed job; its run is recorded already)."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 stacking = JobStacking()

@@ -27,6 +27,7 @@ class Status(str, Enum):
     FINISHED = "finished"  # trained, tested, recorded
     INTERRUPTED = "interrupted"  # a signal stopped it; ``resume`` says how to continue
     DIVERGED = "diverged"  # its loss or weights became non-finite; it stopped there
+    PRUNED = "pruned"  # a search's pruner stopped it early (``pruned_epoch``), as a bad trial
     FAILED = "failed"  # it could not train; ``error`` says why in one line
     MISSING = "missing"  # no record (yet): an ensemble's member that never wrote one
 
@@ -70,6 +71,7 @@ class RunRecord(TypedDict, total=False):
     pretrained: dict[str, Any]  # data, epochs, seconds of pre-training
     diverged_epoch: int
     diverged_step: int
+    pruned_epoch: int  # pruned: the epoch of the validation after which it stopped
     signal: str  # interrupted: the signal's name
     epochs: int  # interrupted: the epochs the run was to train
     resume: str | None  # interrupted: the command that continues it (None: start again)
@@ -152,11 +154,13 @@ def record_line(record: RunRecord, collapsed: bool = False) -> str:
     after the run's label in a stack) and printed for each job by the sweep-end summary."""
     status = status_of(record)
     diverged = status is Status.DIVERGED
+    pruned = status is Status.PRUNED
     continuable = status is Status.INTERRUPTED and record.get("resume")
     if record.get("error") and not (diverged or continuable):
         return f"{status}: {record['error']}"
+    after = f" after epoch {record.get('pruned_epoch')}" if pruned else ""
     line = (
-        f"{status}: val_acc {percent(record.get('val_acc'))} "
+        f"{status}{after}: val_acc {percent(record.get('val_acc'))} "
         f"(best {percent(record.get('best_val_acc'))}), "
         f"test_acc {percent(record.get('test_acc'))}"
     )

@@ -213,9 +213,11 @@ def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> Non
 
 
 def scatter_trials(axes: Axes, trials: list[Run]) -> None:
-    """Each trial's accuracies; collapsed ones ringed, failed ones crossed at their score."""
+    """Each trial's accuracies; collapsed ones ringed, pruned ones hollow at their last
+    validation, failed ones crossed at their score."""
     usable = [run for run in trials if run.usable]
-    failed = [run for run in trials if not run.usable]
+    pruned = [run for run in trials if run.pruned]
+    failed = [run for run in trials if not (run.usable or run.pruned)]
     collapsed = [run for run in usable if run.collapsed]
     if usable:
         numbers = [run.number or 0 for run in usable]
@@ -244,6 +246,16 @@ def scatter_trials(axes: Axes, trials: list[Run]) -> None:
             facecolors="none",
             edgecolors="grey",
             label="collapsed",
+        )
+    if pruned:
+        axes.scatter(
+            [run.number or 0 for run in pruned],
+            [100 * run.value("val_acc") for run in pruned],
+            facecolors="none",
+            edgecolors="tab:blue",
+            alpha=0.6,
+            label="pruned: validation when stopped",
+            zorder=3,
         )
     if failed:
         axes.scatter(

@@ -70,6 +70,21 @@ class Run:
             and all(is_number(self.metrics.get(key)) for key, _ in METRICS)
         )
 
+    @property
+    def pruned(self) -> bool:
+        """A search's trial that its pruner stopped early, with its numbers at that point
+        (its last validation, its best checkpoint's test): listed after the finished ones."""
+        return (
+            self.status is Status.PRUNED
+            and self.metrics is not None
+            and all(is_number(self.metrics.get(key)) for key, _ in METRICS)
+        )
+
+    @property
+    def pruned_epoch(self) -> int | None:
+        epoch = (self.metrics or {}).get("pruned_epoch")
+        return int(epoch) if is_number(epoch) else None
+
     def value(self, key: str) -> float:
         return float(self.metrics[key])  # type: ignore[index]
 
@@ -282,6 +297,12 @@ def best_group(groups: list[Group]) -> Group | None:
 
 
 def ranked_trials(runs: list[Run]) -> list[Run]:
-    """The trials in the table: best validation accuracy first, then by trial number."""
+    """The trials that finished: best validation accuracy first, then by trial number."""
     usable = [run for run in runs if run.usable]
     return sorted(usable, key=lambda run: (-run.value("val_acc"), run.number or 0))
+
+
+def ranked_pruned(runs: list[Run]) -> list[Run]:
+    """The trials a pruner stopped, best last validation accuracy first."""
+    pruned = [run for run in runs if run.pruned]
+    return sorted(pruned, key=lambda run: (-run.value("val_acc"), run.number or 0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,14 @@ def job_lines(report: Report) -> list[str]:
         label = job_folder(run, report.sweep_dir) + (f" ({settings})" if settings else "")
         lines.append(f"  {label}: {ending_line(run)}")
     return lines
+
+
+def status_counts(runs: list[Run]) -> str:
+    """' (20 finished, 27 pruned, 1 failed)': how many ended each way, when not all alike."""
+    counts = Counter(run.status_text for run in runs)
+    if len(counts) < 2:
+        return ""
+    return " (" + ", ".join(f"{count} {status}" for status, count in counts.items()) + ")"
 
 
 def checkpoint_of(run: Run) -> Path | None:
@@ -135,7 +144,11 @@ def summary(sweep_dir: Path) -> str:
     except LettersError as error:
         return f"sweep summary: {error}"
     what = "trials" if report.search else "jobs"
-    lines = ["", f"== {len(report.runs)} {what} of the sweep, as each ended (from metrics.json)"]
+    lines = [
+        "",
+        f"== {len(report.runs)} {what} of the sweep{status_counts(report.runs)}, as each ended "
+        "(from metrics.json)",
+    ]
     lines += job_lines(report)
     lines += ["", report.text.rstrip("\n"), ""]
     lines += best_trial_lines(report) if report.search else best_setting_lines(report)

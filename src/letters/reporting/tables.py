@@ -18,6 +18,7 @@ from letters.reporting.sweep import (
     Group,
     Run,
     best_group,
+    ranked_pruned,
     ranked_trials,
     shown_keys,
     spread_of,
@@ -207,12 +208,14 @@ def search_table(
     runs: list[Run], keys: list[str], sweep_dir: Path
 ) -> tuple[str, list[dict[str, Any]]]:
     ranked = ranked_trials(runs)
+    pruned = ranked_pruned(runs)
     best = ranked[0] if ranked else None
     header = ["trial", "folder", *keys, *(title + " %" for _, title in METRICS), "note"]
     rows = []
-    for run in ranked:
+    for run in ranked + pruned:
         notes = ["best"] if run is best else []
         notes += ["collapsed"] if run.collapsed else []
+        notes += [f"pruned after epoch {run.pruned_epoch}"] if run.pruned else []
         rows.append(
             [
                 str(run.number if run.number is not None else "?"),
@@ -225,10 +228,12 @@ def search_table(
     if not any(row[-1] for row in rows):
         header.pop()
         rows = [row[:-1] for row in rows]
-    others = sorted((run for run in runs if not run.usable), key=lambda run: run.number or 0)
+    others = sorted(
+        (run for run in runs if not (run.usable or run.pruned)), key=lambda run: run.number or 0
+    )
     ensembles = any(run.members for run in runs)
     records = []
-    for run in [*ranked, *others]:
+    for run in [*ranked, *pruned, *others]:
         record: dict[str, Any] = {"trial": run.number, "folder": job_folder(run, sweep_dir)}
         record.update((key, run.setting(key)) for key in keys)
         for key, _ in METRICS:
@@ -237,6 +242,7 @@ def search_table(
         if ensembles:
             record.update(member_fields(run.member_values))
         record["status"] = run.status_text
+        record["pruned_epoch"] = run.pruned_epoch
         record["best"] = run is best
         record["collapsed"] = run.collapsed is not None
         records.append(record)
@@ -246,11 +252,15 @@ def search_table(
 def search_text(runs: list[Run], keys: list[str], sweep_dir: Path) -> tuple[str, list[dict]]:
     """The search's table and its best trial."""
     table, rows = search_table(runs, keys, sweep_dir)
-    usable = sum(run.usable for run in runs)
-    text = (
-        f"{table}\n\n{len(runs)} trials, best validation accuracy first; {usable} of "
-        f"{len(runs)} in the table.\n"
-    )
+    usable, pruned = sum(run.usable for run in runs), sum(run.pruned for run in runs)
+    text = f"{table}\n\n{len(runs)} trials, best validation accuracy first; "
+    if pruned:
+        text += (
+            f"{usable} finished, then {pruned} pruned (at their last validation, tested at "
+            f"their best checkpoint); {usable + pruned} of {len(runs)} in the table.\n"
+        )
+    else:
+        text += f"{usable} of {len(runs)} in the table.\n"
     ranked = ranked_trials(runs)
     if ranked:
         best = ranked[0]
@@ -319,7 +329,7 @@ def problem_lines(runs: list[Run], sweep_dir: Path) -> list[str]:
     """The runs not in the table, each with why: its status and what its record adds."""
     lines = []
     for run in runs:
-        if run.usable:
+        if run.usable or run.pruned:
             continue
         detail = run.status_text
         if run.metrics and run.status is Status.DIVERGED:

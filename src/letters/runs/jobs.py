@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -32,6 +33,9 @@ class Job:
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
     member_of: Path | None = None  # the ensemble run (ensemble=K) this job is a member of
+    # hydra/sweeper=optuna: the job's own trial (a TrialLink), which it reports to and the
+    # pruner may stop (letters.runs.pruning)
+    trial: Any = None
 
 
 def multirun() -> bool:

@@ -11,18 +11,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from letters.common.errors import ConfigError
 from letters.runs.jobs import Job, multirun, record_failure
+from letters.runs.pruning import trial_of_current_job
 from letters.runs.resume import continue_sweep_job, requeued_job, resumed_config
 from letters.runs.validate import validate_training
 
 log = logging.getLogger("letters.train")
 
 
-def prepare_job(cfg: DictConfig) -> Job | float:
+def prepare_job(cfg: DictConfig) -> Job | float | BaseException:
     """Validate and resolve one job's config, and save it as the run's ``config.yaml``.
 
     Called with Hydra's config for this job current (inside run_job). In a multirun a bad
     config is recorded in the job's metrics.json and scores FAILED_SCORE so the others go on;
-    a single run raises (one line, through letters.common.errors).
+    a single run raises (one line, through letters.common.errors). A job that ended before
+    (resume=true) returns its outcome: its score, or the TrialPruned of a pruned trial.
     """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -39,7 +41,7 @@ def prepare_job(cfg: DictConfig) -> Job | float:
                 )
             continued = continue_sweep_job(cfg, run_dir, overrides)
             if not isinstance(continued, DictConfig):
-                return continued  # finished before: its recorded score
+                return continued  # ended before: its recorded outcome
             cfg = continued
             if cfg.resume:
                 overrides = []
@@ -48,7 +50,7 @@ def prepare_job(cfg: DictConfig) -> Job | float:
         validate_training(cfg, overrides)
         resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         OmegaConf.save(resolved, run_dir / "config.yaml")
-        return Job(resolved, run_dir, overrides)
+        return Job(resolved, run_dir, overrides, trial=trial_of_current_job())
     except Exception as error:
         if not multirun():
             raise

@@ -28,6 +28,7 @@ from letters.engine.checkpoint import load_classifier
 from letters.engine.evaluate import Predictions, predict_split
 from letters.reporting.pictures import draw_in_parallel, evaluation_pictures, run_name
 from letters.runs.jobs import multirun
+from letters.runs.pruning import is_pruned, pruned_outcome
 from letters.runs.resume import scheduler_job_id
 from letters.runs.stack_run import StackRun
 
@@ -69,7 +70,7 @@ def pretrain_name(cfg: DictConfig) -> str:
     return f"{source} x{pretrain.epochs}"
 
 
-def record_stack(stack: StackRun, strict: bool) -> list[float]:
+def record_stack(stack: StackRun, strict: bool) -> list[float | BaseException]:
     """Per member: test its best checkpoint, draw its pictures, log and write its metrics."""
     stopped_by = stack.stopper.signal
     if stack.interrupted_in_pretraining:
@@ -78,10 +79,12 @@ def record_stack(stack: StackRun, strict: bool) -> list[float]:
         record_interrupted(stack, stopped_by)
     log.info("%s", testing_line(stack))
     tested = [test_member(stack, member) for member in range(len(stack.jobs))]
-    pictures = {
+    pictures = {  # none of a pruned trial: it is one that a search found bad
         member: picture_task(stack, member, predictions)
         for member, (_, predictions) in enumerate(tested)
-        if predictions is not None and stack.jobs[member].cfg.pictures
+        if predictions is not None
+        and stack.jobs[member].cfg.pictures
+        and stack.model.pruned_at[member] is None
     }
     unwritten = draw_pictures(stack, pictures)
     for member, message in unwritten.items():
@@ -262,17 +265,24 @@ def interrupted_record(
 
 def member_record(stack: StackRun, member: int, status: Status) -> RunRecord:
     """What training left of one member, for its metrics.json: ``status`` unless it
-    diverged, its settings, where it stands and its last and best validation accuracy."""
+    diverged or was pruned, its settings, where it stands and its last and best validation
+    accuracy."""
     job, history = stack.jobs[member], stack.model.histories[member]
-    diverged = stack.model.diverged_at[member]
+    diverged, pruned = stack.model.diverged_at[member], stack.model.pruned_at[member]
+    if diverged is not None:
+        status = Status.DIVERGED
+    elif pruned is not None:
+        status = Status.PRUNED
     record: RunRecord = {
-        "status": status if diverged is None else Status.DIVERGED,
+        "status": status,
         "params": flat_params(job.cfg),
         "run_dir": str(job.run_dir),
         "stack_size": len(stack.jobs),
     }
     if diverged is not None:
         record.update(diverged_epoch=diverged[0], diverged_step=diverged[1])
+    if pruned is not None:
+        record["pruned_epoch"] = pruned
     record["val_acc"] = history["val_acc"][-1] if history["val_acc"] else None
     record["train_loss"] = history["train_loss"][-1] if history["train_loss"] else None
     record["train_seconds"] = round(time.perf_counter() - stack.started, 2)
@@ -336,9 +346,9 @@ def picture_task(stack: StackRun, member: int, predictions: Any) -> dict[str, An
     }
 
 
-def finish_member(stack: StackRun, member: int, record: RunRecord) -> float:
+def finish_member(stack: StackRun, member: int, record: RunRecord) -> float | BaseException:
     """Give the member's trackers its test metrics and hyper-parameters, write its
-    metrics.json, say so."""
+    metrics.json, say so. Returns its score, or what a pruned trial's job ends with."""
 
     job, trackers = stack.jobs[member], stack.trackers[member]
     final = {}
@@ -351,6 +361,8 @@ def finish_member(stack: StackRun, member: int, record: RunRecord) -> float:
     log.info("%s%s", stack.labels[member], record_line(record), extra={"member": member})
     if not multirun() and job.member_of is None:  # a sweep or an ensemble sums up itself
         print_summary(job.run_dir)
+    if is_pruned(record) and job.trial is not None:
+        return pruned_outcome(record)
     return score(record)
 
 

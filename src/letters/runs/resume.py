@@ -25,6 +25,7 @@ from letters.common.records import (
     score,
     status_of,
 )
+from letters.runs.pruning import pruned_outcome, trial_of_current_job
 
 log = logging.getLogger("letters.train")
 
@@ -59,16 +60,20 @@ def requeued_job(run_dir: Path) -> bool:
 
 def continue_sweep_job(
     cfg: DictConfig, run_dir: Path, task_overrides: list[str]
-) -> DictConfig | float:
+) -> DictConfig | float | BaseException:
     """``resume=true`` in a multirun, for the job whose directory is ``run_dir``: a job that
-    finished returns its recorded validation accuracy (it is not run again); one that was
-    interrupted continues from its last.ckpt (with the command's ``epochs``, the one setting
-    a continued run may change); one that never started runs from the start."""
+    finished returns its recorded validation accuracy (it is not run again), a pruned trial
+    Optuna's TrialPruned; one that was interrupted continues from its last.ckpt (with the
+    command's ``epochs``, the one setting a continued run may change); one that never started
+    runs from the start."""
     record = read_record(run_dir)
     status = status_of(record)
     if status is Status.FINISHED and record is not None and is_number(record.get("val_acc")):
         log.info("%s: finished before; its recorded val_acc is reused", run_dir)
         return score(record)
+    if status is Status.PRUNED and record is not None:
+        log.info("%s: pruned before; not run again", run_dir)
+        return pruned_outcome(record) if trial_of_current_job() else FAILED_SCORE
     if status in (Status.DIVERGED, Status.FAILED):
         log.info("%s: %s before; not run again", run_dir, status)
         return FAILED_SCORE

@@ -14,10 +14,11 @@ def job_stack_key(job: Job) -> str:
     return stack_key(job.cfg)
 
 
-def train_jobs(jobs: list[Job], strict: bool = False) -> list[float]:
+def train_jobs(jobs: list[Job], strict: bool = False) -> list[float | BaseException]:
     """Train ``jobs`` as one stack; return each job's validation accuracy (FAILED_SCORE for a
-    job that failed or diverged, recorded in its metrics.json). ``strict`` (a single run):
-    errors and divergence raise instead.
+    job that failed or diverged, recorded in its metrics.json; Optuna's TrialPruned for a
+    search's trial that its pruner stopped). ``strict`` (a single run): errors and divergence
+    raise instead.
 
     A job of ``ensemble=K`` brings K members to the stack (letters.runs.ensembles), joined into
     its own K-member checkpoint once they are trained."""

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from letters.data.modules import LetterDataModule
 from letters.runs.jobs import Job, record_failure
+from letters.runs.pruning import trial_judge
 from letters.runs.recording import record_stack
 from letters.runs.stack_run import build_stack_run, fit
 
 
 def train_stack(
     jobs: list[Job], strict: bool = False
-) -> tuple[list[float], LetterDataModule | None]:
-    """Build, fit and record ``jobs`` as one stack. Returns each job's score and the stack's
-    data (None when the stack could not be built), which an ensemble evaluates its joined
-    checkpoint on. ``strict`` (a single run): errors raise instead of being recorded."""
+) -> tuple[list[float | BaseException], LetterDataModule | None]:
+    """Build, fit and record ``jobs`` as one stack. Returns each job's outcome (its score, or
+    the TrialPruned of a search's trial that was pruned) and the stack's data (None when the
+    stack could not be built), which an ensemble evaluates its joined checkpoint on.
+    ``strict`` (a single run): errors raise instead of being recorded."""
     data = None
     try:
-        stack = build_stack_run(jobs)
+        stack = build_stack_run(jobs, should_prune=trial_judge([job.trial for job in jobs]))
         data = stack.data
         fit(stack)
         return record_stack(stack, strict), data

@@ -1,0 +1,160 @@
+"""Searches whose bad trials stop early (hparams_search with a pruner), as users type them, on
+the tiny list data set: pruning under the basic and the stacked launcher, what a pruned trial
+leaves, the study in the sweep folder, and a stopped study continued with resume=true.
+
+The pruner here is Optuna's ThresholdPruner, so that which trials stop is certain: a learning
+rate of 1e-9 leaves a trial at chance, below the threshold, at its second validation; a
+learning rate of 0.05 takes it well above."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import job_records, run_sweep, sweep_jobs
+
+SEARCH = [
+    "hparams_search=pruned",
+    "epochs=4",
+    "val_interval=1",
+    "batch_size=16",
+    "hydra.sweeper.n_trials=4",
+    "hydra/sweeper/sampler=random",
+    "hydra/sweeper/pruner=threshold",
+    "hydra.sweeper.pruner.lower=0.1",
+    "hydra.sweeper.pruner.n_warmup_steps=1",
+    "hydra.sweeper.params.lr=choice(1e-9, 0.05)",
+    "hydra.sweeper.params.momentum=choice(0.9)",
+    "hydra.sweeper.params.weight_decay=choice(0.0)",
+]
+
+
+def study_of(sweep: Path) -> optuna.Study:
+    return optuna.load_study(study_name="letters_pruned", storage=f"sqlite:///{sweep}/optuna.db")
+
+
+def check_pruned_search(sweep: Path, console: str) -> dict[int, dict]:
+    """What every pruned search must leave; returns each job's record by job number."""
+    jobs, records = sweep_jobs(sweep), job_records(sweep)
+    records = {int(job.name): record for job, record in zip(jobs, records, strict=True)}
+    assert len(records) == 4
+    trials = {t.user_attrs["hydra_job_num"]: t for t in study_of(sweep).get_trials()}
+    for num, record in records.items():
+        trial = trials[num]
+        lr = record["params"]["lr"]
+        if lr < 1e-6:  # at chance: stopped at its second validation
+            assert record["status"] == "pruned", record
+            assert record["pruned_epoch"] == 2
+            assert record["epochs_completed"] == 2
+            assert trial.state is TrialState.PRUNED
+            assert trial.last_step == 2
+            assert trial.intermediate_values[2] == pytest.approx(record["val_acc"])
+        else:
+            assert record["status"] == "finished", record
+            assert trial.state is TrialState.COMPLETE
+            assert trial.value == pytest.approx(record["val_acc"])
+            assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
+        run = sweep / str(num)
+        assert (run / "checkpoints" / "best.ckpt").is_file()
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+        assert (run / "train.log").is_file()
+        assert list(run.glob("tensorboard/**/events.out.tfevents.*"))
+    assert any(r["status"] == "pruned" for r in records.values())
+    assert any(r["status"] == "finished" for r in records.values())
+    assert "pruned after epoch 2" in console  # the table's note
+    assert " pruned" in console and "finished" in console  # the summary's counts
+    return records
+
+
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_pruned_search(tmp_path: Path, list_dataset: Path, cache_dir: Path, launcher: str) -> None:
+    sweep = tmp_path / "sweep"
+    n_jobs = 1 if launcher == "basic" else 4
+    done = run_sweep(
+        tmp_path,
+        *SEARCH,
+        f"hydra/launcher={launcher}",
+        f"hydra.sweeper.n_jobs={n_jobs}",
+        f"hydra.sweep.dir={sweep}",
+        data=list_dataset,
+    )
+    records = check_pruned_search(sweep, done.console)
+    sizes = {record["stack_size"] for record in records.values()}
+    assert sizes == ({1} if launcher == "basic" else {4})
+    report = json.loads((sweep / "report.json").read_text())
+    pruned_rows = [row for row in report["rows"] if row["status"] == "pruned"]
+    assert pruned_rows and all(row["pruned_epoch"] == 2 for row in pruned_rows)
+
+
+def test_stacked_search_gives_the_basic_launchers_numbers(
+    tmp_path: Path, list_dataset: Path, cache_dir: Path
+) -> None:
+    """The same trials (same sampler seed) trained one by one and as one stack with pruned
+    members in it: every finished trial ends with the same numbers."""
+    results = {}
+    for launcher, n_jobs in (("basic", 1), ("stacked", 4)):
+        sweep = tmp_path / launcher
+        run_sweep(
+            tmp_path,
+            *SEARCH,
+            f"hydra/launcher={launcher}",
+            f"hydra.sweeper.n_jobs={n_jobs}",
+            f"hydra.sweep.dir={sweep}",
+            data=list_dataset,
+        )
+        results[launcher] = {
+            r["params"]["lr"]: (r["status"], r["val_acc"], r["test_acc"], r["train_loss"])
+            for r in job_records(sweep)
+        }
+    assert results["basic"] == results["stacked"]
+
+
+def test_a_stopped_search_continues_with_resume(
+    tmp_path: Path, list_dataset: Path, cache_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    common = [
+        *SEARCH,
+        "hydra/launcher=stacked",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    run_sweep(tmp_path, *common, "hydra.sweeper.n_trials=2", data=list_dataset)
+    before = {job.name: (job / "metrics.json").stat().st_mtime_ns for job in sweep_jobs(sweep)}
+    assert len(before) == 2
+    done = run_sweep(
+        tmp_path, *common, "hydra.sweeper.n_trials=4", "resume=true", data=list_dataset
+    )
+    after = {job.name: (job / "metrics.json").stat().st_mtime_ns for job in sweep_jobs(sweep)}
+    assert sorted(after) == ["0", "1", "2", "3"]
+    assert all(after[name] == mtime for name, mtime in before.items())  # not run again
+    trials = study_of(sweep).get_trials()
+    assert len(trials) == 4
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert "#0 :" not in done.console and "#2 :" in done.console
+
+
+def test_old_optuna_search_command(tmp_path: Path, list_dataset: Path, cache_dir: Path) -> None:
+    """``hparams_search=optuna`` as typed before: a search over the optimizer and more."""
+    sweep = tmp_path / "sweep"
+    done = run_sweep(
+        tmp_path,
+        "hparams_search=optuna",
+        "epochs=2",
+        "val_interval=1",
+        "batch_size=16",
+        "pictures=false",
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweep.dir={sweep}",
+        data=list_dataset,
+    )
+    records = job_records(sweep)
+    assert len(records) == 3
+    assert all(r["status"] in ("finished", "pruned") for r in records)
+    study = optuna.load_study(study_name="letters", storage=f"sqlite:///{sweep}/optuna.db")
+    assert len(study.get_trials()) == 3
+    assert "Best trial:" in done.console
