@@ -37,7 +37,8 @@ class StackedOptimizer(torch.optim.Optimizer):
     the kinds that take none); ``settings`` are the kind's other torch.optim arguments, shared
     by all members. ``schedule`` ("none", "onecycle", "cosine") scales each member's lr at
     optimizer step i by ``schedule_factors(schedule, i, total_steps)``; the step count is
-    ``param_groups[0]["schedule_step"]``. ``active`` (bool [K]) freezes members that are False.
+    ``param_groups[0]["schedule_step"]``. ``active`` (bool [K]) freezes members that are False;
+    ``keep_members`` sheds members for good (a stack whose frozen members are dropped).
 
     ``fused`` (a class attribute, True): whether Adam and AdamW take torch's fused kernel where
     it runs; read when the step path is prepared (the first step after the optimizer is built,
