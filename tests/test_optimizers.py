@@ -610,6 +610,44 @@ def test_load_state_dict_after_fast_steps() -> None:
         assert torch.equal(param, other_param)
 
 
+@pytest.mark.parametrize("schedule", ["onecycle", "none"])  # none: the static coefficients
+@pytest.mark.parametrize(("kind", "fused"), KIND_PATHS)
+def test_keep_members_continues_as_the_others_would(
+    kind: str, fused: bool, schedule: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Member 1 is frozen after 5 steps and its rows are cut out after 10 (new parameters of
+    the others' rows, as the model makes them, then keep_members): the optimizer goes on as a
+    stack of members 0 and 2 on its prepared path, and they end bit for bit where they end in
+    a stack that never froze anything."""
+    use_path(monkeypatch, fused)
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial, schedule)
+    free_params, free = stacked(kind, initial, schedule)
+    kept = [0, 2]
+    for index, step_grads in enumerate(grads):
+        if index == 5:
+            optimizer.active[1] = False
+        if index == 10:
+            with pytest.raises(ValueError, match="members kept"):
+                optimizer.keep_members(kept, params)
+            params = [param.detach()[kept].requires_grad_() for param in params]
+            optimizer.keep_members(kept, params)
+            assert optimizer.members == 2 and optimizer.active.tolist() == [True, True]
+            group = optimizer.param_groups[0]
+            assert group["lr"] == [LRS[kind][k] for k in kept]
+            assert group["momentum"] == [MOMENTA[k] for k in kept]
+            assert group["weight_decay"] == [WEIGHT_DECAYS[k] for k in kept]
+        mine = step_grads if index < 10 else [grad[kept] for grad in step_grads]
+        step(params, optimizer, mine)
+        step(free_params, free, step_grads)
+    assert_path(optimizer, fused)
+    for param, free_param in zip(params, free_params, strict=True):
+        assert torch.equal(param, free_param[kept])
+        for name, value in optimizer.state[param].items():
+            assert value.shape[0] == 2, name
+            assert torch.equal(value, free.state[free_param][name][kept]), name
+
+
 # The fused path (Adam and AdamW by torch's fused kernel, once per member).
 
 

@@ -101,6 +101,13 @@ MEMBERS = [
 ADAM = {"name": "adam", "lr": 2e-3, "weight_decay": 0.1}
 
 
+@pytest.fixture()
+def keep_frozen_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frozen members stay in the stack's tensors (LetterClassifier.drop_fraction above 1), to
+    look at their rows; tests/test_pruning_engine.py drops them."""
+    monkeypatch.setattr(LetterClassifier, "drop_fraction", 2.0)
+
+
 def assert_same_weights(stack: LetterClassifier, member: int, alone: LetterClassifier) -> float:
     """Member ``member`` of ``stack`` equals the stack of one ``alone``; returns the largest
     difference seen."""
@@ -141,7 +148,9 @@ def test_member_in_a_stack_trains_as_alone(optimizer: dict, extra: dict) -> None
         )
 
 
-def test_a_diverging_member_stops_and_leaves_its_stack_mates_unchanged() -> None:
+def test_a_diverging_member_stops_and_leaves_its_stack_mates_unchanged(
+    keep_frozen_rows: None,
+) -> None:
     """A member whose loss becomes non-finite is frozen and marked diverged; the others end
     exactly where they end without it."""
     exploding = {**MEMBERS[1], "lr": 1e12, "init": "normal"}
@@ -175,7 +184,7 @@ def test_training_stops_when_every_member_diverged() -> None:
     assert trainer.current_epoch < 5
 
 
-def test_the_optimizers_mask_freezes_a_member_through_the_next_fit() -> None:
+def test_the_optimizers_mask_freezes_a_member_through_the_next_fit(keep_frozen_rows: None) -> None:
     """The module's ``active`` is the optimizer's mask, and the next fit's optimizer (after
     pre-training) takes it over: a member frozen there neither trains nor records anything,
     and its stack-mate trains on."""

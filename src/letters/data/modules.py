@@ -135,6 +135,8 @@ class LetterDataModule(pl.LightningDataModule):
         self.seeds = list(seeds)
         self.cache_dir = os.path.expanduser(cache_dir)
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        # The training batches handed to the Trainer (it asks once a fit): keep_members cuts them.
+        self.train_batches: MemberBatches | None = None
 
     def load_grey_splits(self) -> Splits:
         raise NotImplementedError
@@ -184,13 +186,22 @@ class LetterDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> MemberBatches:
         self.prepare()
         trainer = self.trainer
-        return MemberBatches(
+        self.train_batches = MemberBatches(
             *self.splits["train"],
             self.batch_size,
             self.steps_per_call,
             self.seeds,
             epoch=(lambda: trainer.current_epoch) if trainer is not None else None,
         )
+        return self.train_batches
+
+    def keep_members(self, kept: Sequence[int]) -> None:
+        """From the next epoch on, batch only for the members at positions ``kept`` of
+        ``seeds`` (the stack dropped the others): their seeds, here and in the training batches
+        the Trainer holds. Each member's order stays a function of its seed and the epoch."""
+        self.seeds = [self.seeds[k] for k in kept]
+        if self.train_batches is not None:
+            self.train_batches.seeds = list(self.seeds)
 
     def evaluation_batches(self, split: str) -> TensorBatches:
         self.prepare()

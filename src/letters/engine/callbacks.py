@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,9 @@ class MemberCheckpoints(pl.Callback):
     Lightning's ModelCheckpoint saves the whole module; a stack's members are separate runs,
     each with its own best epoch, so this cuts the Trainer's checkpoint into one per member
     (letters.engine.members.member_checkpoint). A member that diverged is never saved again:
-    its files keep the last finite weights. Writes are atomic: a kill mid-save leaves the old file.
+    its files keep the last finite weights. A member pruned after a validation gets its
+    last.ckpt of that epoch, which says so (``pruned_at``), and its best.ckpt says so too; then
+    neither is written again. Writes are atomic: a kill mid-save leaves the old file.
     """
 
     def __init__(self, run_dirs: Sequence[str | Path]) -> None:
@@ -79,8 +81,22 @@ class MemberCheckpoints(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         pl_module.close_training_epoch()
+        epoch = trainer.current_epoch + 1
+        pruned = [member for member, at in enumerate(pl_module.pruned_at) if at == epoch]
         active = [member for member, on in enumerate(pl_module.active) if on]
-        self.save(trainer, active, "last")
+        self.save(trainer, sorted(active + pruned), "last")
+        for member in pruned:
+            self.mark_pruned(member, epoch)
+
+    def mark_pruned(self, member: int, epoch: int) -> None:
+        """Write into the member's best.ckpt (saved before it was pruned) that it was pruned
+        after ``epoch``, as its last.ckpt says."""
+        path = self.best_path(member)
+        if path is None or not path.is_file():
+            return
+        best = torch.load(path, map_location="cpu", weights_only=True)
+        best["pruned_at"] = [epoch]
+        write_atomically(path, lambda handle: torch.save(best, handle))
 
     def save(self, trainer: pl.Trainer, members: list[int], name: str) -> None:
         if not members:
@@ -93,6 +109,31 @@ class MemberCheckpoints(pl.Callback):
                 self.directories[member] / f"{name}.ckpt",
                 lambda handle, one=one: torch.save(one, handle),
             )
+
+
+class MemberPruning(pl.Callback):
+    """Stop the members that ``should_prune(member, epoch, accuracy)`` says to, after each
+    validation inside fit (not the sanity check): it is asked for every member still training,
+    with the epoch counted from 1 and that validation's accuracy as a fraction, and a True
+    prunes the member (LetterClassifier.prune: frozen at once, dropped from the stack's tensors
+    later, ``pruned_at`` in its records and checkpoints). Training stops when none is left.
+
+    Place it after MemberCheckpoints among the Trainer's callbacks, so that a validation's
+    best.ckpt is saved before its member may be pruned.
+    """
+
+    def __init__(self, should_prune: Callable[[int, int, float], bool]) -> None:
+        self.should_prune = should_prune
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if trainer.state.fn != "fit" or trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch + 1
+        active = pl_module.active
+        for member, accuracy in enumerate(pl_module.validation_acc):
+            asked = active[member] and accuracy is not None
+            if asked and self.should_prune(member, epoch, accuracy):
+                pl_module.prune(member)
 
 
 class GracefulStop(pl.Callback):
@@ -163,9 +204,10 @@ class GracefulStop(pl.Callback):
 
 class StepProgressBar(ProgressBar):
     """The terminal's view of training: one bar over the whole fit, counted in optimizer steps
-    (not in Lightning's chunks of them), the epoch (from 1) in its description, with the last
-    epoch's training loss and the last validation accuracy (the members' mean in a stack). Log
-    lines print above the bar instead of breaking into it.
+    (not in Lightning's chunks of them), the epoch (from 1) and how many of a stack's runs still
+    train in its description, with the last epoch's training loss and the last validation
+    accuracy (the members' mean in a stack). Log lines print above the bar instead of breaking
+    into it.
 
     Its time left is the whole fit's, at the average rate since the bar started (tqdm's
     smoothing off): validation pauses are part of that rate, so the estimate holds steady
@@ -213,8 +255,12 @@ class StepProgressBar(ProgressBar):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.bar is None:
             return
-        runs = pl_module.stack_size
-        stack = f" ({runs} runs)" if runs > 1 else ""
+        runs, training = pl_module.stack_size, sum(pl_module.active)
+        stack = ""
+        if runs > 1 and training == runs:
+            stack = f" ({runs} runs)"
+        elif runs > 1:  # some stopped (diverged, pruned)
+            stack = f" ({training} of {runs} runs training)"
         self.bar.set_description(
             f"{self.phase} {trainer.current_epoch + 1}/{trainer.max_epochs}{stack}", refresh=False
         )

@@ -30,6 +30,11 @@ MEMBER_KEYS: tuple[str, ...] = tuple(DEFAULT_MEMBER)
 # OPTIMIZER_MEMBER_KEYS (letters.optim): those of them that are the optimizer's; the optimizer
 # config repeats them (conf/optimizer/*.yaml: lr: ${lr}, ...).
 
+# The keys of a checkpoint's own (not hyper-parameter) state that hold one entry per member of
+# the stack as it was built (LetterClassifier.on_save_checkpoint writes them): each member's
+# per-epoch values and the epoch it was pruned after.
+MEMBER_RECORDS: tuple[str, ...] = ("history", "pruned_at")
+
 
 def member_settings(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     """A job's per-member settings, as plain Python values (they go into checkpoints)."""
@@ -60,21 +65,26 @@ def member_checkpoint(
     """A stack's checkpoint (what Lightning's Trainer dumps) cut down to member ``index``: an
     ordinary one-member checkpoint that letters.test, letters.predict and resume= read.
 
-    Every tensor of the model and the optimizer has the member dimension first; the module's
-    hyper-parameters and history, and ``callback_key``'s state, hold one entry per member.
+    Every tensor of the model and the optimizer has a row per member still in the stack first
+    (``rows``: which member each row holds, all of them in order where the checkpoint does not
+    say); the module's hyper-parameters, its MEMBER_RECORDS and ``callback_key``'s state hold
+    one entry per member of the stack as it was built.
     """
     one = dict(checkpoint)
+    rows = one.pop("rows", None)
+    row = index if rows is None else list(rows).index(index)
     one["state_dict"] = {
-        name: tensor[index : index + 1].clone() for name, tensor in checkpoint["state_dict"].items()
+        name: tensor[row : row + 1].clone() for name, tensor in checkpoint["state_dict"].items()
     }
     one["optimizer_states"] = [
-        member_optimizer_state(state, index) for state in checkpoint.get("optimizer_states", [])
+        member_optimizer_state(state, row) for state in checkpoint.get("optimizer_states", [])
     ]
     hyper_parameters = dict(checkpoint["hyper_parameters"])
     hyper_parameters["members"] = [hyper_parameters["members"][index]]
     one["hyper_parameters"] = hyper_parameters
-    if "history" in checkpoint:
-        one["history"] = [checkpoint["history"][index]]
+    for key in MEMBER_RECORDS:
+        if key in checkpoint:
+            one[key] = [checkpoint[key][index]]
     if callback_key is not None and callback_key in checkpoint.get("callbacks", {}):
         callbacks = dict(checkpoint["callbacks"])
         callbacks[callback_key] = {

@@ -1,5 +1,6 @@
 """The LightningModule: a stack of hand-written MLPs, their loss and optimizer, and what is
-recorded per member (losses, accuracies, divergence)."""
+recorded per member (losses, accuracies, divergence, pruning); frozen members leave the stack's
+tensors once enough of them are frozen."""
 
 from __future__ import annotations
 
@@ -37,7 +38,22 @@ class LetterClassifier(pl.LightningModule):
     Everything a checkpoint needs to rebuild the model and its preprocessing is a constructor
     argument of plain Python types, saved as the checkpoint's hyper-parameters. Members never
     mix: each has its own loss, gradients, optimizer state, metrics and divergence.
+
+    A member stops training when it diverges or is pruned (``prune``); it is frozen at once (the
+    optimizer's mask) and, once at least ``drop_fraction`` of the rows are frozen, dropped from
+    the stacked tensors at an epoch's end (``drop_frozen_rows``). Every per-member list here
+    (``members``, ``histories``, ``validation_acc``, ``diverged_at``, ``pruned_at``,
+    ``active``) keeps one entry per member as the stack was built; ``rows`` says which member
+    each row of the stacked tensors (weights, optimizer state, batches, sums) holds.
     """
+
+    # Frozen rows are dropped once at least this fraction of the rows (and at least one) are
+    # frozen. A drop copies the weights and the optimizer state once (on a GPU it would also
+    # capture a CUDA graph of the step again), while each frozen row costs its share of every
+    # step until it goes: an eighth bounds that waste to about 12% of a step, and a stack of K
+    # to a handful of drops however its members stop (16 -> 14 -> 12 ...), rather than one per
+    # member. Above 1: never drop (frozen members then keep costing their compute).
+    drop_fraction: float = 1 / 8
 
     def __init__(
         self,
@@ -86,10 +102,16 @@ class LetterClassifier(pl.LightningModule):
         # with its state); ``active`` reads it. A new fit's optimizer takes over the last one's.
         self.stacked_optimizer: StackedOptimizer | None = None
         self._active_read: list[bool] | None = None
+        # The member each row of the stacked tensors holds: all of them, until frozen ones are
+        # dropped (drop_frozen_rows).
+        self.rows: list[int] = list(range(len(self.members)))
         # Per member: where it diverged (its loss or weights became non-finite), and its
         # per-epoch values; saved in checkpoints, so a resumed run and letters.test draw the
         # whole curve.
         self.diverged_at: list[tuple[int, int] | None] = [None] * len(self.members)
+        # Per member: the epoch (from 1) after whose validation it was pruned (``prune``);
+        # saved in checkpoints beside the history.
+        self.pruned_at: list[int | None] = [None] * len(self.members)
         self.start_afresh()
         self.reset_train_sums()
         self.reset_eval_sums()
@@ -104,23 +126,34 @@ class LetterClassifier(pl.LightningModule):
 
     @property
     def stack_size(self) -> int:
+        """The members the stack was built with (dropped ones included)."""
         return len(self.members)
 
     @property
     def active(self) -> list[bool]:
-        """Which members still train (a copy): the optimizer's mask as the training's start or
-        the last epoch's end left it (``read_active``). A step may freeze a member on the
-        device at any time; the epoch's end records it. Every member where there is no
-        optimizer (a module loaded to test or predict)."""
+        """Which members still train, one entry per member (a copy): the optimizer's mask as
+        the training's start, the last epoch's end or a pruning left it (``read_active``);
+        False for a dropped member. A step may freeze a member on the device at any time; the
+        epoch's end records it. Every member still in the stack where there is no optimizer (a
+        module loaded to test or predict)."""
         if self._active_read is None:
             self.read_active()
-        return [True] * self.stack_size if self._active_read is None else list(self._active_read)
+        if self._active_read is None:
+            held = set(self.rows)
+            return [member in held for member in range(self.stack_size)]
+        return list(self._active_read)
 
     def read_active(self) -> None:
         """Bring the optimizer's mask to the host for ``active``: a sync, done where the fit
         syncs anyway (its start, after Lightning restored a checkpoint; each epoch's end)."""
         optimizer = self.stacked_optimizer
-        self._active_read = None if optimizer is None else optimizer.active.tolist()
+        if optimizer is None:
+            self._active_read = None
+            return
+        active = [False] * self.stack_size
+        for member, on in zip(self.rows, optimizer.active.tolist(), strict=True):
+            active[member] = on
+        self._active_read = active
 
     def member_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Each member's logits [K, batch, classes]. Test-time views (``test_time_polarity``:
@@ -144,29 +177,30 @@ class LetterClassifier(pl.LightningModule):
         """The stack's prediction [batch, classes]: a member's own logits for a stack of one,
         else the log of the members' mean probabilities."""
         logits = self.member_logits(inputs)
-        if self.stack_size == 1:
+        if len(self.rows) == 1:
             return logits[0]
         # log(mean of probabilities), finite even where one member's probability underflows.
-        return torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(self.stack_size)
+        return torch.logsumexp(logits.log_softmax(dim=-1), dim=0) - math.log(len(self.rows))
 
-    # Sums kept as device tensors [K]: nothing in a step waits for the device (no .item()).
-    # Training and evaluation keep separate sums: validation runs inside a training epoch.
+    # Sums kept as device tensors, one value per row: nothing in a step waits for the device
+    # (no .item()). Training and evaluation keep separate sums: validation runs inside a
+    # training epoch.
     def reset_train_sums(self) -> None:
-        self.train_loss_sum = torch.zeros(self.stack_size, device=self.device)
+        self.train_loss_sum = torch.zeros(len(self.rows), device=self.device)
         self.train_seen = 0
         self.train_steps = 0
-        self.first_bad_step = torch.full((self.stack_size,), -1, device=self.device)
+        self.first_bad_step = torch.full((len(self.rows),), -1, device=self.device)
 
     def reset_eval_sums(self) -> None:
-        self.eval_loss_sum = torch.zeros(self.stack_size, device=self.device)
-        self.eval_correct = torch.zeros(self.stack_size, device=self.device, dtype=torch.long)
+        self.eval_loss_sum = torch.zeros(len(self.rows), device=self.device)
+        self.eval_correct = torch.zeros(len(self.rows), device=self.device, dtype=torch.long)
         self.eval_seen = 0
 
     def setup(self, stage: str) -> None:
         # Each member's batch order comes from its own seed; the data module batches.
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is not None:
-            datamodule.seeds = [member["seed"] for member in self.members]
+            datamodule.seeds = [self.members[member]["seed"] for member in self.rows]
 
     def training_step(self, chunk: Chunk, batch_index: int) -> None:
         """One optimizer step of every member per mini-batch of the chunk."""
@@ -227,17 +261,17 @@ class LetterClassifier(pl.LightningModule):
         return self._direct_steps
 
     def record_steps(self, losses: torch.Tensor, chunk: Chunk) -> None:
-        """Per-chunk bookkeeping on the device (no sync): each member's loss sum and first
-        non-finite step. ``losses`` is [steps, K]."""
-        rows = chunk.labels.shape[1]
+        """Per-chunk bookkeeping on the device (no sync): each row's loss sum and first
+        non-finite step. ``losses`` is [steps, rows]."""
+        images = chunk.labels.shape[1]
         per_sample = losses if self.reduction == "sum" else losses * chunk.batch_size
-        if self.reduction == "mean" and rows % chunk.batch_size:
-            per_sample[-1] = losses[-1] * (rows % chunk.batch_size)
+        if self.reduction == "mean" and images % chunk.batch_size:
+            per_sample[-1] = losses[-1] * (images % chunk.batch_size)
         self.train_loss_sum = self.train_loss_sum + per_sample.sum(dim=0)
         bad = ~torch.isfinite(losses)
         first_bad = torch.where(bad.any(dim=0), bad.int().argmax(dim=0) + self.train_steps, -1)
         self.first_bad_step = torch.where(self.first_bad_step >= 0, self.first_bad_step, first_bad)
-        self.train_seen += rows
+        self.train_seen += images
         self.train_steps += len(losses)
 
     def on_fit_start(self) -> None:
@@ -257,7 +291,7 @@ class LetterClassifier(pl.LightningModule):
         return int(chunks) * data.steps_per_call
 
     def on_train_start(self) -> None:
-        self.loss_weights = torch.ones(self.stack_size, device=self.device)
+        self.loss_weights = torch.ones(len(self.rows), device=self.device)
         self.read_active()  # the members frozen before this fit (pre-training, a checkpoint)
         # Marks the end of start-up: scripts/benchmark.py times a run up to this line. It names
         # the device once (letters.runs.stack_run.quiet_lightning drops Lightning's lines on it).
@@ -269,7 +303,7 @@ class LetterClassifier(pl.LightningModule):
             device,
             self.trainer.max_epochs,
             self.steps_per_epoch,
-            self.stack_size,
+            len(self.rows),
         )
 
     def on_train_epoch_start(self) -> None:
@@ -277,9 +311,9 @@ class LetterClassifier(pl.LightningModule):
         if self.augment is not None:
             self.augment_generators = [
                 torch.Generator(self.device).manual_seed(
-                    epoch_seed(member["seed"], self.current_epoch, AUGMENT)
+                    epoch_seed(self.members[member]["seed"], self.current_epoch, AUGMENT)
                 )
-                for member in self.members
+                for member in self.rows
             ]
         self.reset_train_sums()
 
@@ -301,34 +335,96 @@ class LetterClassifier(pl.LightningModule):
         losses = (self.train_loss_sum / self.train_seen).tolist()
         optimizer = self.stacked_optimizer
         epoch, step = self.current_epoch + 1, self.trainer.global_step
-        for member, was_active in enumerate(self.active):  # as this epoch began
-            if not was_active:
+        active = self.active  # as this epoch began
+        for row, member in enumerate(self.rows):
+            if not active[member]:
                 continue
-            if bad_steps[member] >= 0 or not finite_weights[member]:
-                where = bad_steps[member] + 1 if bad_steps[member] >= 0 else self.train_steps
+            if bad_steps[row] >= 0 or not finite_weights[row]:
+                where = bad_steps[row] + 1 if bad_steps[row] >= 0 else self.train_steps
                 self.diverged_at[member] = (epoch, where)
-                optimizer.active[member] = False  # a non-finite loss has frozen it already
+                optimizer.active[row] = False  # a non-finite loss has frozen it already
                 log.error(
                     "training diverged: non-finite %s at epoch %d, step %d",
-                    "loss" if bad_steps[member] >= 0 else "weights",
+                    "loss" if bad_steps[row] >= 0 else "weights",
                     epoch,
                     where,
                     extra={"member": member},
                 )
                 continue
             self.histories[member]["epoch"].append(epoch)
-            self.histories[member]["train_loss"].append(losses[member])
-            self.log_member(member, {"loss/train": losses[member]}, step)
+            self.histories[member]["train_loss"].append(losses[row])
+            self.log_member(member, {"loss/train": losses[row]}, step)
         self.read_active()
         if not any(self.active):
             self.trainer.should_stop = True
+
+    def prune(self, member: int) -> None:
+        """Stop training member ``member`` after this epoch's validation (a search's pruner
+        judged it): frozen as a diverged member is (the optimizer's mask, no sync), recorded
+        in ``pruned_at`` and its train.log. Training stops when no member is left. A member
+        that already stopped (diverged, pruned) stays as it is."""
+        if self.stacked_optimizer is None:
+            raise RuntimeError("prune: a member can only be pruned while the stack trains")
+        if not self.active[member]:
+            return
+        epoch = self.current_epoch + 1
+        self.pruned_at[member] = epoch
+        self.stacked_optimizer.active[self.rows.index(member)] = False
+        self._active_read[member] = False
+        log.info(
+            "pruned after epoch %d: val_acc %s",
+            epoch,
+            percent(self.validation_acc[member]),
+            extra={"member": member},
+        )
+        if not any(self._active_read):
+            self.trainer.should_stop = True
+
+    def drop_frozen_rows(self) -> None:
+        """At an epoch's end, once at least ``drop_fraction`` of the rows (and at least one)
+        hold frozen members and some member still trains: cut the frozen rows out of the
+        weights, the optimizer's state, the data's batches and the sums, so that every step
+        from the next epoch on costs what a stack of the others costs. The members kept
+        continue bit for bit as they would have; the dropped ones' records and checkpoints
+        stay as their last epoch left them. Not on a fit's last epoch: nothing is left to gain.
+        """
+        active = self.active
+        kept = [row for row, member in enumerate(self.rows) if active[member]]
+        frozen = len(self.rows) - len(kept)
+        trainer = self.trainer
+        last_epoch = 0 < (trainer.max_epochs or 0) <= self.current_epoch + 1
+        if (
+            not kept
+            or frozen < max(1.0, self.drop_fraction * len(self.rows))
+            or trainer.should_stop
+            or last_epoch
+        ):
+            return
+        self.model.keep_members(kept)
+        self.stacked_optimizer.keep_members(kept, list(self.model.parameters()))
+        if trainer.datamodule is not None:
+            trainer.datamodule.keep_members(kept)
+        self.rows = [self.rows[row] for row in kept]
+        self.loss_weights = torch.ones(len(self.rows), device=self.device)
+        self.reset_train_sums()
+        self.reset_eval_sums()
+        stopped = self.stack_size - len(self.rows)
+        log.info(
+            "stack: %d of %d runs stopped; training the other %d as a stack of %d",
+            stopped,
+            self.stack_size,
+            len(self.rows),
+            len(self.rows),
+        )
 
     def log_member(self, member: int, metrics: dict[str, float], step: int) -> None:
         if self.member_trackers:
             self.member_trackers[member].log_metrics(metrics, step)
 
     def on_train_epoch_end(self) -> None:
+        # After the callbacks' (MemberCheckpoints has saved every member's last.ckpt).
         self.close_training_epoch()
+        self.drop_frozen_rows()
 
     def on_validation_epoch_start(self) -> None:
         if self.trainer.state.fn == "fit":  # validation inside fit: never of diverged weights
@@ -349,15 +445,15 @@ class LetterClassifier(pl.LightningModule):
         losses = (self.eval_loss_sum / self.eval_seen).tolist()
         in_fit = self.trainer.state.fn == "fit"
         active = self.active
-        for member in range(self.stack_size):
+        self.validation_acc[:] = [None] * self.stack_size  # the dropped and the frozen: none
+        for row, member in enumerate(self.rows):
             if not active[member]:
-                self.validation_acc[member] = None
                 continue
-            self.validation_acc[member] = accuracies[member]
+            self.validation_acc[member] = accuracies[row]
             if in_fit:
                 self.histories[member]["val_epoch"].append(self.current_epoch + 1)
-                self.histories[member]["val_acc"].append(accuracies[member])
-            metrics = {"loss/val": losses[member], "accuracy/val": accuracies[member]}
+                self.histories[member]["val_acc"].append(accuracies[row])
+            metrics = {"loss/val": losses[row], "accuracy/val": accuracies[row]}
             if in_fit:  # the best so far, what the best checkpoint holds
                 metrics["accuracy/best_val"] = max(self.histories[member]["val_acc"])
             self.log_member(member, metrics, self.trainer.global_step)
@@ -398,10 +494,15 @@ class LetterClassifier(pl.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # One entry per member (letters.engine.members.MEMBER_RECORDS), and which member each
+        # row of the weights holds (member_checkpoint cuts a member's row by it).
         checkpoint["history"] = self.histories
+        checkpoint["pruned_at"] = self.pruned_at
+        checkpoint["rows"] = self.rows
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.histories = checkpoint.get("history", self.histories)
+        self.pruned_at = list(checkpoint.get("pruned_at", self.pruned_at))
 
     def configure_optimizers(self) -> StackedOptimizer:
         settings = {
@@ -413,9 +514,9 @@ class LetterClassifier(pl.LightningModule):
         optimizer = StackedOptimizer(
             self.model.parameters(),
             self.optimizer_config["name"],
-            lr=[member["lr"] for member in self.members],
-            momentum=[member["momentum"] for member in self.members],
-            weight_decay=[member["weight_decay"] for member in self.members],
+            lr=[self.members[member]["lr"] for member in self.rows],
+            momentum=[self.members[member]["momentum"] for member in self.rows],
+            weight_decay=[self.members[member]["weight_decay"] for member in self.rows],
             schedule=self.scheduler,
             total_steps=total_steps,
             **settings,

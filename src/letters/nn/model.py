@@ -122,6 +122,23 @@ class MLP(nn.Module):
                     layer.weight[member].copy_(weight)
                     layer.bias[member].zero_()
 
+    def keep_members(self, kept: Sequence[int]) -> None:
+        """Keep only the members at positions ``kept`` (in this order): every weight becomes a
+        new Parameter holding those members' rows. New leaves, not the old ones with their data
+        replaced: autograd keeps a leaf's shape in its gradient accumulator, which outlives the
+        change wherever a graph over the old weights is still held. An optimizer holding the
+        old ones takes the new ones over (StackedOptimizer.keep_members)."""
+        if not kept or len(set(kept)) != len(kept) or not all(0 <= k < self.members for k in kept):
+            raise ValueError(f"members to keep: distinct positions in 0..{self.members - 1}")
+        for layer in self.layers:
+            if not isinstance(layer, LinearLayer):
+                continue
+            positions = torch.tensor(list(kept), device=layer.weight.device)
+            for name in ("weight", "bias"):
+                rows = getattr(layer, name).detach().index_select(0, positions)
+                setattr(layer, name, nn.Parameter(rows))
+        self.members = len(kept)
+
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """Shared images [batch, ...] -> [batch, features]; per-member batches
         [K, batch, features] pass as they are."""

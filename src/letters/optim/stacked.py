@@ -37,7 +37,8 @@ class StackedOptimizer(torch.optim.Optimizer):
     the kinds that take none); ``settings`` are the kind's other torch.optim arguments, shared
     by all members. ``schedule`` ("none", "onecycle", "cosine") scales each member's lr at
     optimizer step i by ``schedule_factors(schedule, i, total_steps)``; the step count is
-    ``param_groups[0]["schedule_step"]``. ``active`` (bool [K]) freezes members that are False.
+    ``param_groups[0]["schedule_step"]``. ``active`` (bool [K]) freezes members that are False;
+    ``keep_members`` sheds members for good (a stack whose frozen members are dropped).
 
     ``fused`` (a class attribute, True): whether Adam and AdamW take torch's fused kernel where
     it runs; read when the step path is prepared (the first step after the optimizer is built,
@@ -273,6 +274,45 @@ class StackedOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None
+
+    def keep_members(self, kept: Sequence[int], params: Sequence[Tensor]) -> None:
+        """Keep only the members at positions ``kept`` (in this order), so that the steps to
+        come cost what a stack of ``len(kept)`` costs. ``params`` replace the param group's
+        parameters, in its order: each holds the old one's rows ``kept`` (the model cuts its
+        weights so: letters.nn.model.MLP.keep_members). Every state tensor's member dimension,
+        the per-member lists and ``active`` are cut the same way, and the step path is prepared
+        again (the fast paths hold views and coefficients of all K members).
+
+        One copy of the state on the device; the members kept go on bit for bit as they would
+        have.
+        """
+        members = self.members
+        kept = list(kept)
+        if not kept or len(set(kept)) != len(kept) or not all(0 <= k < members for k in kept):
+            raise ValueError(f"members to keep: distinct positions in 0..{members - 1}, got {kept}")
+        group = self.param_groups[0]
+        old_params, params = group["params"], list(params)
+        shapes = [(len(kept), *p.shape[1:]) for p in old_params]
+        if [tuple(p.shape) for p in params] != shapes:
+            raise ValueError(
+                f"params: one for each of the group's {len(old_params)}, with the {len(kept)} "
+                f"members kept, shaped {shapes}"
+            )
+        positions = torch.tensor(kept, device=self.active.device)
+        for old, new in zip(old_params, params, strict=True):
+            state = self.state.pop(old, None)
+            if state:
+                self.state[new] = {
+                    name: value.index_select(0, positions.to(value.device))
+                    if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == members
+                    else value
+                    for name, value in state.items()
+                }
+        group["params"] = params
+        for key in OPTIMIZER_MEMBER_KEYS:
+            group[key] = [group[key][k] for k in kept]
+        self.active = self.active.index_select(0, positions)
+        self._refresh()
 
     def state_dict(self) -> dict[str, Any]:
         """torch's state dict, plus the active mask as param_groups[0]["active"] (a list)."""

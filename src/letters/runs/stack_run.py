@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -22,6 +23,7 @@ from letters.data.modules import LetterDataModule
 from letters.engine.callbacks import (
     GracefulStop,
     MemberCheckpoints,
+    MemberPruning,
     StepProgressBar,
     ValidateLastEpoch,
 )
@@ -90,8 +92,15 @@ class NoiseFilter(logging.Filter):
         return not any(text in message for text in self.noise)
 
 
-def build_stack_run(jobs: list[Job]) -> StackRun:
-    """Data, the stacked model, one logger and one checkpoint directory per member, Trainer."""
+def build_stack_run(
+    jobs: list[Job], should_prune: Callable[[int, int, float], bool] | None = None
+) -> StackRun:
+    """Data, the stacked model, one logger and one checkpoint directory per member, Trainer.
+
+    ``should_prune(member, epoch, val_acc)``, when given, is asked after each validation for
+    every member still training, and stops those it says to (letters.engine.callbacks.
+    MemberPruning), after MemberCheckpoints has saved that validation's best.ckpt.
+    """
 
     started = time.perf_counter()
     cfg = jobs[0].cfg  # everything but the member settings is the same in every job
@@ -116,7 +125,9 @@ def build_stack_run(jobs: list[Job]) -> StackRun:
         **settings,
         logger=False,  # each member logs to its own trackers (LetterClassifier.log_member)
         enable_checkpointing=False,  # each member's checkpoints: MemberCheckpoints
-        callbacks=[ValidateLastEpoch(), checkpoints, stopper]
+        callbacks=[ValidateLastEpoch(), checkpoints]
+        + ([MemberPruning(should_prune)] if should_prune is not None else [])
+        + [stopper]
         + ([StepProgressBar()] if settings["enable_progress_bar"] else []),
         default_root_dir=jobs[0].run_dir,
     )
