@@ -355,7 +355,10 @@ def finish_member(stack: StackRun, member: int, record: RunRecord) -> float | Ba
     if record["test_acc"] is not None:
         final = {"accuracy/test": record["test_acc"], "loss/test": record["test_loss"]}
     record["wall_seconds"] = round(time.perf_counter() - stack.started, 2)
-    trackers.log_final(record["params"], final, stack.trainer.global_step)
+    # How it ended beside its settings: HPARAMS can then tell pruned trials from finished ones
+    # (their metrics are their last values, those at the validation that stopped them).
+    shown = {**record["params"], "status": str(record["status"])}
+    trackers.log_final(shown, final, stack.trainer.global_step)
     trackers.finalize("success")
     write_record(job.run_dir, record)
     log.info("%s%s", stack.labels[member], record_line(record), extra={"member": member})
