@@ -112,7 +112,8 @@ def main() -> None:
     print(f"  = {search / run:.2f}x one run (target <= 3)")
     print(
         f"  best validation accuracy {100 * outcome['best_val_acc']:.1f}%; the momentum "
-        f"table's best row (momentum {table_best['params']['momentum']}) {100 * table_best['val_acc']:.1f}%"
+        f"table's best row (momentum {table_best['params']['momentum']}) "
+        f"{100 * table_best['val_acc']:.1f}%"
     )
     print(
         f"  pruned before the last epoch: {outcome['pruned_early']} of {outcome['trials']} "
