@@ -48,11 +48,11 @@ class LetterClassifier(pl.LightningModule):
     """
 
     # Frozen rows are dropped once at least this fraction of the rows (and at least one) are
-    # frozen. A drop copies the weights and the optimizer state once (on a GPU it would also
-    # capture a CUDA graph of the step again), while each frozen row costs its share of every
-    # step until it goes: an eighth bounds that waste to about 12% of a step, and a stack of K
-    # to a handful of drops however its members stop (16 -> 14 -> 12 ...), rather than one per
-    # member. Above 1: never drop (frozen members then keep costing their compute).
+    # frozen. A drop copies the weights and the optimizer state once (and, were the step
+    # captured as a CUDA graph on a GPU, would capture it again), while each frozen row costs
+    # its share of every step until it goes: an eighth bounds that waste to about 12% of a
+    # step, and a stack to a handful of drops however its members stop (16 -> 14 -> 12 ...)
+    # rather than one per member. Above 1: never drop (frozen rows keep costing their compute).
     drop_fraction: float = 1 / 8
 
     def __init__(
