@@ -99,8 +99,11 @@ def lightning_epochs(
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf, open_dict
 
+    from letters.common.resolvers import register_resolvers
     from letters.runs.jobs import Job
     from letters.runs.stack_run import build_stack_run
+
+    register_resolvers()  # what the train command registers before Hydra composes its config
 
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("letters").setLevel(logging.WARNING)
