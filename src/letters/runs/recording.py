@@ -212,6 +212,12 @@ def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = Fal
     job_id = None if pretraining else scheduler_job_id()
     ensembles: dict[Path, RunRecord] = {}
     for member, job in enumerate(stack.jobs):
+        if not pretraining and job.member_of is None and ended_before(stack, member):
+            # Pruned or diverged before the signal: it has ended, and is recorded as it would
+            # have been at the stack's end (a continued sweep does not run it again).
+            record, _ = test_member(stack, member)
+            finish_member(stack, member, record)
+            continue
         record = interrupted_record(stack, member, stopped_by, pretraining, job_id)
         write_record(job.run_dir, record)
         if job.member_of is not None:  # the ensemble continues as a whole, and joins again
@@ -245,6 +251,13 @@ def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = Fal
         write_record(run_dir, ensemble)
     stack.stopper.hand_over()  # submitit's preemption signal: its handler requeues and exits
     raise SystemExit(128 + int(stopped_by))
+
+
+def ended_before(stack: StackRun, member: int) -> bool:
+    """Whether the member stopped training for good before the stack stopped: pruned, or
+    diverged."""
+    model = stack.model
+    return model.pruned_at[member] is not None or model.diverged_at[member] is not None
 
 
 def interrupted_record(
