@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from letters.engine import members as engine_members
@@ -395,12 +395,26 @@ def test_optimizer_config_takes_the_member_settings_its_optimizer_takes(name: st
 
 @pytest.mark.parametrize("path", sorted((CONF / "hparams_search").glob("*.yaml")), ids=str)
 def test_search_spaces_draw_from_the_optimizers_and_leave_momentum_to_them(path: Path) -> None:
-    """A search space's optimizer choices are OPTIMIZERS' names; the momentum is never in the
-    space as such: letters.runs.search.momentum_where_used samples it for the trials whose
-    optimizer takes one (OptimizerKind.takes_momentum)."""
-    sweeper = OmegaConf.load(path).hydra.sweeper
-    assert sweeper.custom_search_space == "letters.runs.search.momentum_where_used"
-    assert "momentum" not in sweeper.params
+    """A search space's optimizer choices are OPTIMIZERS' names; the momentum is in the space
+    as such only where every trial's optimizer takes one (OptimizerKind.takes_momentum), else
+    letters.runs.search.momentum_where_used samples it for the trials whose optimizer does."""
+    config = OmegaConf.load(path)
+    sweeper = config.hydra.sweeper
+    if "momentum" in sweeper.params:
+        assert "optimizer" not in sweeper.params
+        chosen = [
+            next(iter(entry.values()))
+            for entry in config.get("defaults", [])
+            if isinstance(entry, DictConfig) and "override /optimizer" in entry
+        ]
+        default = next(
+            entry.optimizer
+            for entry in OmegaConf.load(CONF / "train.yaml").defaults
+            if isinstance(entry, DictConfig) and "optimizer" in entry
+        )
+        assert OPTIMIZERS[(chosen or [default])[0]].takes_momentum
+    else:
+        assert sweeper.custom_search_space == "letters.runs.search.momentum_where_used"
     if "optimizer" in sweeper.params:
         override = f"optimizer={sweeper.params.optimizer}"
         (parsed,) = OverridesParser.create().parse_overrides([override])
