@@ -223,11 +223,11 @@ def test_two_sweeps_work_on_one_study(tmp_path: Path) -> None:
     [
         (
             ["hydra.sweeper.pruner={_target_: optuna.pruners.NoSuchPruner}"],
-            "hydra.sweeper.pruner: optuna.pruners.NoSuchPruner cannot be made",
+            "hydra.sweeper.pruner: optuna.pruners.NoSuchPruner cannot be imported",
         ),
         (
             ["hydra.sweeper.sampler._target_=optuna.samplers.NoSuchSampler"],
-            "hydra.sweeper.sampler: optuna.samplers.NoSuchSampler cannot be made",
+            "hydra.sweeper.sampler: optuna.samplers.NoSuchSampler cannot be imported",
         ),
         (["x=interval(5.0, 1.0)"], "x=interval(5.0, 1.0):"),
         (["hydra.sweeper.storage=sqlite:////no/such/folder/x.db"], "cannot be opened"),

@@ -460,34 +460,33 @@ def test_optuna_logs_carry_colour_codes_only_to_a_terminal(stream: type) -> None
 def configured_trials(typed: list[str], n: int = 24) -> list[dict[str, str]]:
     """The overrides the Optuna sweeper gives n trials of hparams_search=optuna."""
     import optuna
-    from hydra_plugins.hydra_optuna_sweeper._impl import (
-        OptunaSweeperImpl,
-        create_params_from_overrides,
-    )
+
+    from hydra_plugins.letters_optuna_sweeper._impl import OptunaSweeperImpl
 
     search = yaml.safe_load((CONF / "hparams_search" / "optuna.yaml").read_text())
     sweeper_conf = search["hydra"]["sweeper"]
-    sweeper = OptunaSweeperImpl(
-        sampler=None,
+    sweeper = OptunaSweeperImpl()
+    sweeper.configure(
+        sampler={"_target_": "optuna.samplers.RandomSampler", "seed": 0},
+        pruner=None,
         direction="maximize",
         storage=None,
         study_name=None,
         n_trials=n,
         n_jobs=1,
         max_failure_rate=0.0,
-        search_space=None,
-        params=None,
+        params=OmegaConf.create(sweeper_conf["params"]),
         custom_search_space=sweeper_conf["custom_search_space"],
     )
     sweeper.config = OmegaConf.create({"optimizer": {"name": "sgd"}})
-    params = [f"{key}={value}" for key, value in sweeper_conf["params"].items()]
-    space, fixed = create_params_from_overrides(params + typed)
-    for name in fixed:
-        space.pop(name, None)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    trials = [study.ask() for _ in range(n)]
-    configured = sweeper._configure_trials(trials, space, fixed)
-    return [dict(override.split("=", 1) for override in trial) for trial in configured]
+    sweeper.prepare_space(typed)
+    study = optuna.create_study(sampler=sweeper.sampler)
+    trials = [sweeper.ask(study, Path("sweep"), num) for num in range(n)]
+    overrides = [sweeper.overrides_of(trial) for trial in trials]
+    return [
+        dict(override.split("=", 1) for override in trial if not override.startswith("hydra."))
+        for trial in overrides
+    ]
 
 
 def test_optuna_samples_momentum_only_for_optimizers_that_use_it() -> None:

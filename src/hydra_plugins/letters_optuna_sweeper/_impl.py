@@ -275,13 +275,19 @@ class OptunaSweeperImpl(Sweeper):
 
     # -- the sweep -------------------------------------------------------------------------
 
-    def sweep(self, arguments: list[str]) -> None:
-        assert self.config is not None and self.launcher is not None
+    def prepare_space(self, arguments: list[str]) -> None:
+        """The search space and the fixed values: ``params``, then the command line's."""
         params_conf = [f"{key!s}={value}" for key, value in (self.params or {}).items()]
         params_conf.extend(arguments)
         distributions, fixed, passed_on = create_params_from_overrides(params_conf)
         for name in fixed:  # a value typed on the command line wins over the search space
             distributions.pop(name, None)
+        self.distributions, self.fixed, self.passed_on = distributions, fixed, passed_on
+
+    def sweep(self, arguments: list[str]) -> None:
+        assert self.config is not None and self.launcher is not None
+        self.prepare_space(arguments)
+        distributions = self.distributions
 
         if isinstance(self.sampler, functools.partial):  # the grid sampler: its search space
             grid = {name: grid_choices(name, d) for name, d in distributions.items()}
@@ -299,8 +305,6 @@ class OptunaSweeperImpl(Sweeper):
             f"{type(self.pruner).__name__ if self.pruner else 'none'}, "
             f"direction: {', '.join(self.directions)}"
         )
-        self.fixed, self.passed_on = fixed, passed_on
-        self.distributions = distributions
 
         mine = self.trials_of(study, sweep_dir)
         next_num = 1 + max((t.user_attrs[JOB_NUM_ATTR] for t in mine), default=-1)
