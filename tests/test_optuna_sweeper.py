@@ -117,6 +117,22 @@ def test_fixed_value_on_the_command_line_wins(tmp_path: Path) -> None:
     assert {t.params["x"] for t in trials} <= {0, 1, 2}
 
 
+def test_grid_sampler_runs_each_point_once(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    sweep(
+        sweep_dir,
+        "hydra/sweeper/sampler=grid",
+        "hydra.sweeper.n_trials=10",
+        "x=choice(-1.0, 0.0, 1.0)",
+        "y=choice(0, 5)",
+    )
+    trials = study_in(sweep_dir).get_trials()
+    assert sorted((t.params["x"], t.params["y"]) for t in trials) == [
+        (x, y) for x in (-1.0, 0.0, 1.0) for y in (0, 5)
+    ]
+    assert OmegaConf.load(sweep_dir / "optimization_results.yaml").best_value == 0.0
+
+
 def test_custom_search_space(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     sweep(sweep_dir, "--config-name=custom_space")

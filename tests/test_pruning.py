@@ -9,13 +9,16 @@ validation, where one of 0.01 has reached 11.5%."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
-from conftest import job_records, run_sweep, sweep_jobs
+from conftest import cli_command, cli_environment, job_records, list_data, run_sweep, sweep_jobs
 
 SEARCH = [
     "hparams_search=pruned",
@@ -152,3 +155,49 @@ def test_old_optuna_search_command(tmp_path: Path, list_dataset: Path, cache_dir
     study = optuna.load_study(study_name="letters", storage=f"sqlite:///{sweep}/optuna.db")
     assert len(study.get_trials()) == 3
     assert "Best trial:" in done.console
+
+
+def test_a_signal_after_pruning_keeps_the_pruned_trial_pruned(
+    tmp_path: Path, list_dataset: Path, cache_dir: Path
+) -> None:
+    """Ctrl-C in a stack with a member pruned already: that member is recorded as it ended
+    (pruned, tested), the other as interrupted; resume=true then leaves the pruned trial alone
+    and continues the other from its last.ckpt."""
+    sweep = tmp_path / "sweep"
+    search = [
+        *list_data(list_dataset),
+        *[o for o in SEARCH if not o.startswith(("epochs=", "hydra.sweeper.n_trials="))],
+        "hydra/sweeper/sampler=grid",  # both learning rates, one trial each
+        "hydra.sweeper.n_trials=2",
+        "hydra/launcher=stacked",
+        "hydra.sweeper.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    console = tmp_path / "console.txt"
+    with open(console, "w") as out:
+        process = subprocess.Popen(
+            cli_command("train", "-m", *search, "epochs=100000"),
+            cwd=tmp_path,
+            env=cli_environment(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 180
+        while "pruned after epoch 2" not in console.read_text():
+            assert process.poll() is None, console.read_text()
+            assert time.monotonic() < deadline, console.read_text()
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130, console.read_text()
+    by_lr = {r["params"]["lr"]: r for r in job_records(sweep)}
+    pruned, interrupted = by_lr[1e-9], by_lr[0.01]
+    assert pruned["status"] == "pruned" and pruned["pruned_epoch"] == 2
+    assert pruned["test_acc"] is not None and "resume" not in pruned
+    assert interrupted["status"] == "interrupted" and interrupted["resume"]
+
+    run_sweep(tmp_path, *search[2:], "epochs=4", "resume=true", data=list_dataset)
+    by_lr = {r["params"]["lr"]: r for r in job_records(sweep)}
+    assert by_lr[1e-9] == pruned  # not run again
+    assert by_lr[0.01]["status"] == "finished" and by_lr[0.01]["epochs_completed"] == 4
+    states = {t.params["lr"]: t.state for t in study_of(sweep).get_trials()}
+    assert states == {1e-9: TrialState.PRUNED, 0.01: TrialState.COMPLETE}

@@ -386,18 +386,18 @@ class OptunaSweeperImpl(Sweeper):
         if ret.status == JobStatus.FAILED:
             error = ret._return_value  # reading it through return_value would raise it
             if isinstance(error, optuna.TrialPruned):
-                study.tell(number, state=TrialState.PRUNED)
+                told(study, number, state=TrialState.PRUNED)
                 return None
-            study.tell(number, state=TrialState.FAIL)
+            told(study, number, state=TrialState.FAIL)
             log.warning(f"Trial {number} failed: {first_line(error)}")
             return error
         try:
             values = values_of(ret.return_value, len(self.directions))
         except ValueError as error:
-            study.tell(number, state=TrialState.FAIL)
+            told(study, number, state=TrialState.FAIL)
             log.warning(f"Trial {number} failed: {error}")
             return error
-        study.tell(number, values=values)
+        told(study, number, values=values)
         return None
 
     def save_results(self, study: optuna.Study, sweep_dir: Path) -> None:
@@ -424,6 +424,17 @@ class OptunaSweeperImpl(Sweeper):
         except ValueError:  # no trial completed
             log.warning("No trial completed: there is no best trial")
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+
+
+def told(study: optuna.Study, number: int, **outcome: Any) -> None:
+    """``study.tell``. The grid sampler stops the study once its last point is told, which
+    Optuna allows only inside ``study.optimize``; the trial is recorded all the same, and the
+    sweep stops by itself (its n_trials is the grid's size)."""
+    try:
+        study.tell(number, **outcome)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
 
 
 def values_of(value: Any, objectives: int) -> list[float]:
