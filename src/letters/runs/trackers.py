@@ -118,10 +118,13 @@ def tracked_values(metrics: dict[str, float]) -> dict[str, float]:
 def hparams_view(params: dict[str, Any], label: str) -> dict[str, Any]:
     """What TensorBoard's HPARAMS shows of a run: in a multirun, the hyper-parameters the
     sweep varies (its run label's keys; the dashboard then opens on them and the metrics, the
-    rest is in config.yaml and metrics.json), else all of them. Whole numbers become text,
+    rest is in config.yaml and metrics.json), else all of them, and how the run ended
+    (``status``, given by letters.runs.recording). Whole numbers become text,
     which it shows as 8 rather than 8.0000."""
     swept = set(re.findall(r"(?:^|,)([\w.]+)=", label))
     shown = {key: value for key, value in params.items() if key in swept} or params
+    if "status" in params:  # how the run ended: finished, pruned (its metrics are its last)
+        shown = {**shown, "status": params["status"]}
     return {
         key: str(value) if isinstance(value, int) and not isinstance(value, bool) else value
         for key, value in shown.items()
