@@ -99,8 +99,9 @@ def test_a_sweep_stopped_by_sigterm_continues_in_its_own_folder(
     list_dataset: Path, tmp_path: Path, cache_dir: Path
 ) -> None:
     """Stopped half way, the same command plus hydra.sweep.dir=... resume=true finishes the
-    sweep: the report equals an uninterrupted sweep's, and a second continue runs nothing."""
-    data = list_data(list_dataset)
+    sweep: the report equals an uninterrupted sweep's, and a second continue runs nothing.
+    (The basic launcher: the second job has not started when the first is stopped.)"""
+    data = [*list_data(list_dataset), "hydra/launcher=basic"]
     long = ["epochs=100000", "val_interval=1000", "batch_size=16", "pictures=false"]
     args = ["-m", *data, *long, "momentum=0.9,0.95", "hydra.sweep.dir=outputs/sweeps/cut"]
     assert start_and_signal(args, tmp_path, signal.SIGTERM).returncode == 143

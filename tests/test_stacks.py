@@ -41,9 +41,10 @@ def sweeps(
     list_dataset: Path, momentum_seed_sweep: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Path]:
     """The same 2 momentum x 2 seed sweep with the stacked and with the basic launcher (the
-    session's, shared with test_sweeps)."""
+    session's, shared with test_sweeps). The stacked one names no launcher: a multirun trains
+    as stacks by default (conf/hydra/default.yaml)."""
     work = tmp_path_factory.mktemp("stacks")
-    stacked = run_sweep(work, *MOMENTUM_BY_SEED, "hydra/launcher=stacked", data=list_dataset)
+    stacked = run_sweep(work, *MOMENTUM_BY_SEED, data=list_dataset)
     (stacked.folder / "stdout.txt").write_text(stacked.console)
     return {"stacked": stacked.folder, "basic": momentum_seed_sweep}
 

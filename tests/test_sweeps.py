@@ -87,9 +87,11 @@ def test_hparams_dashboard_gets_each_runs_real_metrics(seeded_sweep: Path) -> No
         assert hparams is not None, f"{job}: no HParams session"
         assert hparams["momentum"].number_value == pytest.approx(metrics["params"]["momentum"])
         # The dashboard opens on what the sweep varies: momentum and seed (a whole number,
-        # shown as such); what every run shares is in config.yaml and metrics.json.
-        assert set(hparams) == {"momentum", "seed"}
+        # shown as such), and how each run ended; what every run shares is in config.yaml
+        # and metrics.json.
+        assert set(hparams) == {"momentum", "seed", "status"}
         assert hparams["seed"].string_value == str(metrics["params"]["seed"])
+        assert hparams["status"].string_value == metrics["status"]
         # HParams takes each run's metrics from its own scalars: their last values.
         tags = {
             "val_acc": "accuracy/val",
