@@ -195,9 +195,11 @@ def test_a_signal_after_pruning_keeps_the_pruned_trial_pruned(
     assert pruned["test_acc"] is not None and "resume" not in pruned
     assert interrupted["status"] == "interrupted" and interrupted["resume"]
 
-    run_sweep(tmp_path, *search[2:], "epochs=4", "resume=true", data=list_dataset)
+    # Continue with the epochs the interrupted trial reached plus two: a finite sweep.
+    epochs = interrupted["epochs_completed"] + 2
+    run_sweep(tmp_path, *search[2:], f"epochs={epochs}", "resume=true", data=list_dataset)
     by_lr = {r["params"]["lr"]: r for r in job_records(sweep)}
     assert by_lr[1e-9] == pruned  # not run again
-    assert by_lr[0.01]["status"] == "finished" and by_lr[0.01]["epochs_completed"] == 4
+    assert by_lr[0.01]["status"] == "finished" and by_lr[0.01]["epochs_completed"] == epochs
     states = {t.params["lr"]: t.state for t in study_of(sweep).get_trials()}
     assert states == {1e-9: TrialState.PRUNED, 0.01: TrialState.COMPLETE}

@@ -128,9 +128,11 @@ def open_storage(url: str) -> Any:
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except sqlalchemy.exc.OperationalError as error:
-            # The other one is making the tables right now: they exist once it is done.
-            if "already exists" not in str(error) or attempt == 4:
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as error:
+            # Another process is making the tables right now (a table or alembic's version row
+            # exists already): they are all there once it is done.
+            racing = "already exists" in str(error) or "alembic_version" in str(error)
+            if not racing or attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
