@@ -465,8 +465,7 @@ def configured_trials(typed: list[str], n: int = 24) -> list[dict[str, str]]:
 
     search = yaml.safe_load((CONF / "hparams_search" / "optuna.yaml").read_text())
     sweeper_conf = search["hydra"]["sweeper"]
-    sweeper = OptunaSweeperImpl()
-    sweeper.configure(
+    sweeper = OptunaSweeperImpl(
         sampler={"_target_": "optuna.samplers.RandomSampler", "seed": 0},
         pruner=None,
         direction="maximize",

@@ -173,15 +173,7 @@ class Launched:
 
 
 class OptunaSweeperImpl(Sweeper):
-    def __init__(self, **settings: Any) -> None:
-        # Checked and made in setup: an error there reaches the user as Hydra's one-line
-        # CompactHydraException, where one raised while Hydra instantiates this is wrapped.
-        self.settings = settings
-        self.config: DictConfig | None = None
-        self.launcher: Any = None
-        self.hydra_context: HydraContext | None = None
-
-    def configure(
+    def __init__(
         self,
         sampler: Any,
         pruner: Any | None,
@@ -223,6 +215,9 @@ class OptunaSweeperImpl(Sweeper):
                 raise SweeperConfigError(
                     f"hydra.sweeper.custom_search_space={custom_search_space}: {first_line(error)}"
                 ) from None
+        self.config: DictConfig | None = None
+        self.launcher: Any = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(
         self,
@@ -231,7 +226,6 @@ class OptunaSweeperImpl(Sweeper):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
-        self.configure(**self.settings)
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -287,10 +281,8 @@ class OptunaSweeperImpl(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         assert self.config is not None and self.launcher is not None
         self.prepare_space(arguments)
-        distributions = self.distributions
-
         if isinstance(self.sampler, functools.partial):  # the grid sampler: its search space
-            grid = {name: grid_choices(name, d) for name, d in distributions.items()}
+            grid = {name: grid_choices(name, d) for name, d in self.distributions.items()}
             self.sampler = self.sampler(grid)
             size = math.prod(len(values) for values in grid.values())
             if size < self.n_trials:
@@ -369,7 +361,10 @@ class OptunaSweeperImpl(Sweeper):
             return
         overrides = [self.overrides_of(one) for one in batch]
         returns = self.launcher.launch(overrides, initial_job_idx=batch[0].job_num)
-        told = [(ret, self.tell(study, one.number, ret)) for one, ret in zip(batch, returns)]  # noqa: B905
+        told = [
+            (ret, self.tell(study, one.number, ret))
+            for one, ret in zip(batch, returns, strict=True)
+        ]
         failed = [(ret, error) for ret, error in told if error is not None]
         if failed and len(failed) / len(returns) > self.max_failure_rate:
             log.error(

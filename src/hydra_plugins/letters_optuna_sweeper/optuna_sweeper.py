@@ -28,9 +28,9 @@ class OptunaSweeper(Sweeper):
         pruner: Any | None = None,
         trial: int | None = None,
     ) -> None:
-        from ._impl import OptunaSweeperImpl
-
-        self.sweeper = OptunaSweeperImpl(
+        # Checked and made in setup: an error there reaches the user as Hydra's one-line
+        # CompactHydraException, where one raised while Hydra instantiates this is wrapped.
+        self.settings = dict(
             sampler=sampler,
             pruner=pruner,
             direction=direction,
@@ -42,6 +42,7 @@ class OptunaSweeper(Sweeper):
             params=params,
             custom_search_space=custom_search_space,
         )
+        self.sweeper: Any = None
 
     def setup(
         self,
@@ -50,6 +51,9 @@ class OptunaSweeper(Sweeper):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
+        from ._impl import OptunaSweeperImpl
+
+        self.sweeper = OptunaSweeperImpl(**self.settings)
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:

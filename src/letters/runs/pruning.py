@@ -10,14 +10,11 @@ Optuna is imported only when a job is a trial.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from hydra_plugins.letters_optuna_sweeper.trial import TrialLink
 from letters.common.records import RunRecord, Status, status_of
-
-log = logging.getLogger("letters.train")
 
 # What the engine asks after each validation: (member, epoch, validation accuracy) -> prune?
 ShouldPrune = Callable[[int, int, float], bool]
