@@ -6,9 +6,12 @@ Alternates repetitions of (a) a minimal PyTorch loop with nn.Linear and F.cross_
 (b) the same loop on letters.nn.autograd's Functions (a stack of one), (c) letters' engine as
 letters.train builds it; prints per-step and per-epoch times (median and spread over
 repetitions) and the ratios b/a and c/a, at batch sizes 8 and 256. Then the per-step time of a
-stack of K members against K (--stack-sizes), and whole processes: `python -m letters.train
---help`, start-up to the first training step, one run of the momentum table's recipe and the
-whole table over three seeds with hydra/launcher=stacked.
+stack of K members against K (--stack-sizes), and whole processes, alternated: `python -m
+letters.train --help`, start-up to the first training step, the plain PyTorch script of the
+reference's recipe (scripts/plain_reference.py), one run of that recipe, the momentum table
+over three seeds (one stack), and the accuracy recipes shortened (--recipes). Ends with the
+three ratios docs/performance.md reports (one run / plain script, table / one run, stack of 15
+/ stack of 1), each with its median and spread.
 """
 
 from __future__ import annotations
@@ -190,6 +193,9 @@ def main() -> None:
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--skip-processes", action="store_true")
     parser.add_argument("--table-repetitions", type=int, default=3)
+    parser.add_argument(
+        "--recipes", default="best,best_ensemble", help="experiments timed shortened ('' none)"
+    )
     args = parser.parse_args()
 
     global EpochTimer
@@ -214,7 +220,9 @@ def main() -> None:
         "b": "loop on letters.nn.autograd",
         "c": "letters Lightning",
     }
-    batch_sizes = [] if args.skip_steps else [int(size) for size in args.batch_sizes.split(",")]
+    batch_sizes = (
+        [] if args.skip_steps else [int(size) for size in args.batch_sizes.split(",") if size]
+    )
     for batch_size in batch_sizes:
         steps = -(-len(labels) // batch_size)
         # Per repetition, the median epoch of each variant; a, b and c of one repetition run
@@ -263,15 +271,19 @@ def main() -> None:
                 f"  {top}/a = {statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f})"
             )
 
+    ratios: dict[str, list[float]] = {}
     stack_sizes = [int(size) for size in args.stack_sizes.split(",") if size]
     if stack_sizes:
-        stack_steps(data, stack_sizes, args)
-    if args.skip_processes or not args.data.is_dir():
-        return
-    whole_processes(args)
+        per_size = stack_steps(data, stack_sizes, args)
+        if 1 in per_size and 15 in per_size:
+            ratios["stack of 15 / stack of 1, per step"] = paired_ratios(per_size[15], per_size[1])
+    if not args.skip_processes and args.data.is_dir():
+        ratios = {**whole_processes(args), **ratios}
+    if ratios:
+        print_ratios(ratios)
 
 
-def stack_steps(data, sizes: list[int], args) -> None:
+def stack_steps(data, sizes: list[int], args) -> dict[int, list[float]]:
     """Per-step time of a stack of K members (seeds 0..K-1) against K, at batch 8: the engine
     as letters.train builds it, medians over repetitions, ratios to K = 1 paired per
     repetition."""
@@ -296,13 +308,27 @@ def stack_steps(data, sizes: list[int], args) -> None:
             f"| {size} | {1000 * median:.3f} | {1000 * median / size:.3f} | "
             f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |"
         )
+    return per_size
 
 
-def whole_processes(args) -> None:
-    """Whole commands as users type them: start-up, one run, and the momentum table over three
-    seeds as one stack (hydra/launcher=stacked), pictures on."""
+def spread(values: list[float], digits: int = 2) -> str:
+    """``median (min-max)`` of repeated measurements."""
+    return (
+        f"{statistics.median(values):.{digits}f} "
+        f"({min(values):.{digits}f}-{max(values):.{digits}f})"
+    )
+
+
+def whole_processes(args) -> dict[str, list[float]]:
+    """Whole commands as users type them, alternated within each repetition so that their
+    ratios are paired: the plain PyTorch script of the reference's recipe
+    (scripts/plain_reference.py), one run of that recipe with letters (pictures on), and the
+    momentum table over three seeds as a multirun (stacked by default). Also `--help` and the
+    start-up to the first training step. Returns the per-repetition ratios."""
     root = args.data.resolve()
     data = ["data=list", f"data.root={root}", "trainer.enable_progress_bar=false"]
+    plain_script = str(REPOSITORY / "scripts" / "plain_reference.py")
+    times: dict[str, list[float]] = {"plain": [], "single": [], "table": []}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         help_seconds = [process_seconds(["-m", "letters.train", "--help"], work) for _ in range(3)]
@@ -314,41 +340,63 @@ def whole_processes(args) -> None:
             )
             for _ in range(3)
         ]
-        single, table = [], []
+        table = ["-m", "letters.train", "-m", *data, "experiment=momentum_table", "seed=1,2,3"]
         for _ in range(args.table_repetitions):
-            single.append(
-                process_seconds(["-m", "letters.train", *data, "experiment=momentum_table"], work)
-            )
-            table.append(
+            times["plain"].append(process_seconds([plain_script, "--data", str(root)], work))
+            times["single"].append(process_seconds(["-m", "letters.train", *data], work))
+            times["table"].append(process_seconds(table, work))
+        recipes = {
+            recipe: [
                 process_seconds(
-                    [
-                        "-m",
-                        "letters.train",
-                        "-m",
-                        *data,
-                        "experiment=momentum_table",
-                        "seed=1,2,3",
-                        "hydra/launcher=stacked",
-                    ],
-                    work,
+                    ["-m", "letters.train", *data, f"experiment={recipe}", *extra], work
                 )
-            )
+                for _ in range(args.table_repetitions)
+            ]
+            for recipe, extra in RECIPES.items()
+            if recipe in args.recipes.split(",")
+        }
+    print(f"\n`python -m letters.train --help`: {spread(help_seconds)} s (median of 3)")
     print(
-        f"\n`python -m letters.train --help`: {statistics.median(help_seconds):.2f} s (median of 3)"
+        f"start of `python -m letters.train` to its first training step: {spread(first_step)} s"
+        " (median of 3, data cached)"
     )
     print(
-        f"start of `python -m letters.train` to its first training step: "
-        f"{statistics.median(first_step):.2f} s (median of 3, data cached)"
+        f"whole processes, median (min-max) of {args.table_repetitions} alternating repetitions:\n"
+        f"  plain PyTorch script of the reference's recipe:    {spread(times['plain'], 1)} s\n"
+        f"  one run of that recipe with letters, pictures on: {spread(times['single'], 1)} s\n"
+        f"  the momentum table over 3 seeds (15 runs):        {spread(times['table'], 1)} s"
     )
-    ratios = [t / s for t, s in zip(table, single, strict=True)]
-    print(
-        f"one run of the momentum table's recipe (pictures on), whole process: "
-        f"{statistics.median(single):.1f} s (median of {len(single)}: "
-        f"{', '.join(f'{t:.1f}' for t in single)})\n"
-        f"the whole table, 15 runs, hydra/launcher=stacked: {statistics.median(table):.1f} s "
-        f"({', '.join(f'{t:.1f}' for t in table)}); table / one run = "
-        f"{statistics.median(ratios):.2f}"
-    )
+    for recipe, seconds in recipes.items():
+        print(f"  experiment={recipe} {' '.join(RECIPES[recipe])}: {spread(seconds, 1)} s")
+    return {
+        "one run / plain script": paired_ratios(times["single"], times["plain"]),
+        "table of 15 runs / one run": paired_ratios(times["table"], times["single"]),
+    }
+
+
+# The accuracy recipes, shortened to a few epochs: checks that nothing got slower for them.
+RECIPES = {
+    "best": ["epochs=5", "pictures=false"],
+    "best_ensemble": ["epochs=5", "pretrain.epochs=2", "pictures=false"],
+}
+
+TARGETS = {
+    "one run / plain script": 1.5,
+    "table of 15 runs / one run": 2.0,
+    "stack of 15 / stack of 1, per step": 2.0,
+}
+
+
+def paired_ratios(tops: list[float], bottoms: list[float]) -> list[float]:
+    return [top / bottom for top, bottom in zip(tops, bottoms, strict=True)]
+
+
+def print_ratios(ratios: dict[str, list[float]]) -> None:
+    """The issue's three ratios, each with its median, spread and target."""
+    print("\n| ratio | median (min-max) | target |\n|---|---|---|")
+    for name, values in ratios.items():
+        verdict = "met" if statistics.median(values) <= TARGETS[name] else "missed"
+        print(f"| {name} | {spread(values)} | <= {TARGETS[name]} ({verdict}) |")
 
 
 if __name__ == "__main__":
