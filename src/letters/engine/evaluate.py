@@ -52,13 +52,13 @@ def predict_split(
 def predict_members(
     model: LetterClassifier, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int = 4096
 ) -> list[Predictions]:
-    """Each member's own predictions (``member_logits``: [K, batch, classes]) of a stacked
-    classifier, in one pass over the images that all members see, in the batches
-    ``predict_split`` takes: for member k what ``predict_split`` gives for member k alone."""
+    """Each member's own predictions of a stacked classifier, in one pass over the images that
+    all members see, in the batches ``predict_split`` takes: for member k bit for bit what
+    ``predict_split`` gives for member k alone (``member_logits(each_alone=True)``)."""
     device = next(model.parameters()).device
     logits = torch.cat(
         [
-            model.member_logits(inputs[start : start + batch_size].to(device))
+            model.member_logits(inputs[start : start + batch_size].to(device), each_alone=True)
             for start in range(0, len(inputs), batch_size)
         ],
         dim=1,
