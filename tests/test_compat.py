@@ -42,7 +42,7 @@ def test_foreach_ops_letters_calls_are_listed_and_exist() -> None:
 def test_fused_adam_kernel_steps_one_element_on_cpu_and_skips_on_found_inf(name: str) -> None:
     """The call letters.optim.fast_paths makes: 0-dim views, a float32 step counter and
     found_inf. Adam's first step moves the parameter by lr (against the gradient's sign)."""
-    kernel = compat.fused_adam_kernel(name)
+    kernel = compat.fused_kernel(name)
     assert kernel is not None, gone(f"torch.{name}")
     param, grad, exp_avg, exp_avg_sq = torch.tensor([[1.0], [1.0], [0.0], [0.0]]).unbind(0)
     steps = torch.tensor([1.0, 0.0])  # the counter after its increment; found_inf
@@ -71,11 +71,42 @@ def test_fused_adam_kernel_steps_one_element_on_cpu_and_skips_on_found_inf(name:
         assert param.item() == pytest.approx(expected, abs=1e-7), gone(f"torch.{name}")
 
 
+def test_fused_sgd_kernel_steps_one_element_on_cpu_and_skips_on_found_inf() -> None:
+    """The call letters.optim.fast_paths makes: one member's views, a momentum buffer and
+    found_inf. A first step moves the parameter by lr * (gradient + weight_decay * param)."""
+    kernel = compat.fused_kernel(compat.FUSED_SGD_KERNEL)
+    assert kernel is not None, gone(f"torch.{compat.FUSED_SGD_KERNEL}")
+    param, grad, buffer = torch.tensor([[1.0], [1.0], [0.0]]).unbind(0)
+    found_inf = torch.zeros(())
+    for flag, expected in ((1.0, 1.0), (0.0, 1.0 - 0.1 * (1.0 + 0.5))):
+        found_inf.fill_(flag)
+        try:
+            kernel(
+                [param],
+                [grad],
+                [buffer],
+                weight_decay=0.5,
+                momentum=0.9,
+                lr=0.1,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                is_first_step=True,
+                grad_scale=None,
+                found_inf=found_inf,
+            )
+        except (RuntimeError, TypeError) as error:
+            pytest.fail(gone(f"torch.{compat.FUSED_SGD_KERNEL}(...) as letters calls it: {error}"))
+        assert param.item() == pytest.approx(expected, abs=1e-7), gone("torch._fused_sgd_")
+    assert buffer.item() == pytest.approx(1.5, abs=1e-7), gone("torch._fused_sgd_")
+
+
 def test_every_fused_kernel_an_optimizer_names_is_one_compat_knows() -> None:
     from letters.optim import OPTIMIZERS
+    from letters.optim.fast_paths import FUSED_PATHS
 
     named = {kind.fused for kind in OPTIMIZERS.values() if kind.fused is not None}
-    assert named == set(compat.FUSED_ADAM_KERNELS)
+    assert named == set(compat.FUSED_KERNELS) == set(FUSED_PATHS)
 
 
 def test_grad_mode_and_profiler_switches() -> None:

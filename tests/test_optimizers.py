@@ -24,7 +24,7 @@ from letters.optim import (
     member_optimizer_state,
     schedule_factors,
 )
-from letters.optim.fast_paths import FusedAdam
+from letters.optim.fast_paths import FUSED_PATHS, FusedSGD, FusedStep
 
 K = 3
 SHAPES = ((K, 5, 4), (K, 5))
@@ -46,8 +46,9 @@ WEIGHT_DECAYS = [0.0, 1e-2, 0.1]
 # platform's or torch version's rounding (1 ulp a step accumulates to well under this).
 TOLERANCE = {"rtol": 1e-6, "atol": 1e-7}
 
-# Adam and AdamW take torch's fused kernel on a CPU (the ids without a suffix); "-general"
-# runs them on the general path (StackedOptimizer.fused = False), the others' only path.
+# SGD, Adam and AdamW take torch's fused kernel on a CPU (the ids without a suffix); "-general"
+# runs them off it (StackedOptimizer.fused = False: SGD's fast path or the general one, Adam's
+# general one), the others' only path.
 FUSED_KINDS = [kind for kind, spec in OPTIMIZERS.items() if spec.fused is not None]
 KIND_PATHS = [pytest.param(kind, True, id=kind) for kind in OPTIMIZERS] + [
     pytest.param(kind, False, id=f"{kind}-general") for kind in FUSED_KINDS
@@ -62,13 +63,13 @@ def use_path(monkeypatch: pytest.MonkeyPatch, fused: bool) -> None:
 def assert_path(optimizer: StackedOptimizer, fused: bool) -> None:
     """The path its steps took: the fused one where asked for and the kind has one."""
     expected = fused and OPTIMIZERS[optimizer.defaults["kind"]].fused is not None
-    assert isinstance(optimizer._fast_path, FusedAdam) == expected
+    assert isinstance(optimizer._fast_path, FusedStep) == expected
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """One torch thread per test, as these tiny tensors need no more: the fused CPU Adam
-    kernel opens a parallel region for every tensor of every member, however small, and with
+    """One torch thread per test, as these tiny tensors need no more: the fused CPU kernels
+    open a parallel region for every tensor of every member, however small, and with
     the cores shared (pytest -n 2) each one waits for a thread the other worker holds (the
     file took 26 s on two busy cores where one thread takes 2 s)."""
     threads = torch.get_num_threads()
@@ -146,8 +147,8 @@ def step_beside(params: list, optimizer: Any, references: list, grads: list) -> 
 def test_matches_torch_per_member(
     kind: str, fused: bool, schedule: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Also the fused path: its kernel rounds otherwise than torch's single-tensor Adam, by
-    at most 1.5e-8 here (test_fused_matches_torch_fused_per_member: bit-for-bit)."""
+    """Also the fused path: its kernel rounds otherwise than torch's single-tensor SGD and
+    Adam, by at most 1.5e-8 here (test_fused_matches_torch_fused_per_member: bit-for-bit)."""
     use_path(monkeypatch, fused)
     initial, grads = random_run()
     params, optimizer = stacked(kind, initial, schedule)
@@ -168,8 +169,8 @@ def test_matches_torch_per_member(
     print(f"{kind} {schedule}: max abs difference to torch.optim {worst:.3g}")
 
 
-@pytest.mark.parametrize(  # sgd's and adam's fast paths take (adam) or leave (sgd) the step
-    ("kind", "fused"), [("adam", True), ("adam", False), ("sgd", True)]
+@pytest.mark.parametrize(  # the fused paths take the step, sgd's fast path leaves it
+    ("kind", "fused"), [("adam", True), ("adam", False), ("sgd", True), ("sgd", False)]
 )
 def test_a_parameter_without_gradient_is_skipped_as_torch_does(
     kind: str, fused: bool, monkeypatch: pytest.MonkeyPatch
@@ -557,9 +558,11 @@ def test_step_losses_freeze_the_members_whose_loss_is_not_finite(kind: str) -> N
     assert optimizer.param_groups[0]["schedule_step"] == len(grads)
 
 
-def test_step_zeroes_the_frozen_members_gradients_only() -> None:
-    """Without weight decay sgd masks the gradients in place: the frozen members' slices
-    become +0.0, the active members' keep their bits."""
+def test_step_zeroes_the_frozen_members_gradients_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off the fused path, without weight decay, sgd masks the gradients in place: the frozen
+    members' slices become +0.0, the active members' keep their bits. (The fused path does not
+    read a frozen member's gradients: test_fused_frozen_member_is_skipped_bit_for_bit.)"""
+    use_path(monkeypatch, False)
     initial, grads = random_run(steps=3)
     params = [tensor.clone().requires_grad_() for tensor in initial]
     optimizer = StackedOptimizer(params, "sgd", LRS["sgd"], MOMENTA, [0.0] * K)
@@ -604,8 +607,10 @@ def test_step_hooks_and_profiler_still_run(kind: str) -> None:
     assert optimizer.param_groups[0]["schedule_step"] == 4
 
 
-def test_load_state_dict_after_fast_steps() -> None:
-    """A load replaces the state the sgd fast path had bound."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "fast"])
+def test_load_state_dict_after_fast_steps(fused: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load replaces the state the sgd fast paths had bound."""
+    use_path(monkeypatch, fused)
     initial, grads = random_run(steps=10)
     params, optimizer = stacked("sgd", initial)
     other_params, other = stacked("sgd", initial)
@@ -662,13 +667,15 @@ def test_keep_members_continues_as_the_others_would(
             assert torch.equal(value, free.state[free_param][name][kept]), name
 
 
-# The fused path (Adam and AdamW by torch's fused kernel, once per member).
+# The fused path (SGD, Adam and AdamW by torch's fused kernel, once per member).
 
 
 def torch_fused_reference(kind: str, schedule: str, initial: list[torch.Tensor], member: int):
     """Member ``member`` alone: torch.optim's fused optimizer (the same kernel) and scheduler."""
     params = [tensor[member].clone().requires_grad_() for tensor in initial]
     arguments = {"lr": LRS[kind][member], "weight_decay": WEIGHT_DECAYS[member]}
+    if OPTIMIZERS[kind].takes_momentum:
+        arguments["momentum"] = MOMENTA[member]
     optimizer = getattr(torch.optim, OPTIMIZERS[kind].torch_name)(params, fused=True, **arguments)
     scheduler = None
     if schedule == "onecycle":
@@ -682,7 +689,8 @@ def torch_fused_reference(kind: str, schedule: str, initial: list[torch.Tensor],
 
 @pytest.mark.parametrize("kind", FUSED_KINDS)
 def test_fused_path_is_taken_on_cpu(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Adam(W) on a CPU: one fused kernel call per member and step, the general path never."""
+    """SGD and Adam(W) on a CPU: one fused kernel call per member and step (a frozen member's
+    returns at once), the general path never."""
     initial, grads = random_run(steps=4)
     params, optimizer = stacked(kind, initial, "onecycle")
 
@@ -691,7 +699,7 @@ def test_fused_path_is_taken_on_cpu(kind: str, monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(StackedOptimizer, "_general_step", general_path)
     step(params, optimizer, grads[0])
-    assert isinstance(optimizer._fast_path, FusedAdam)
+    assert isinstance(optimizer._fast_path, FUSED_PATHS[OPTIMIZERS[kind].fused])
     optimizer.step(losses=torch.tensor([1.0, float("nan"), 2.0]))
     with torch.autograd.profiler.profile() as profile:
         step(params, optimizer, grads[2])
@@ -700,7 +708,8 @@ def test_fused_path_is_taken_on_cpu(kind: str, monkeypatch: pytest.MonkeyPatch) 
     assert calls.count(f"aten::{OPTIMIZERS[kind].fused}") == 2 * K
     assert optimizer.param_groups[0]["schedule_step"] == 4
     assert optimizer.active.tolist() == [True, False, True]
-    assert all(state["step"].tolist() == [4.0, 1.0, 4.0] for state in optimizer.state.values())
+    if kind != "sgd":  # sgd counts no steps
+        assert all(state["step"].tolist() == [4.0, 1.0, 4.0] for state in optimizer.state.values())
 
 
 @pytest.mark.parametrize("schedule", SCHEDULERS)
@@ -723,20 +732,50 @@ def test_fused_matches_torch_fused_per_member(kind: str, schedule: str) -> None:
 
 
 @pytest.mark.parametrize("kind", FUSED_KINDS)
+def test_fused_with_a_frozen_member_matches_torch_fused_per_member(kind: str) -> None:
+    """Members with and without momentum and weight decay, one frozen after 5 steps (its
+    gradients NaN from then on): each member ends bit for bit where torch.optim.<Kind>(
+    fused=True) on that member alone ends, the frozen one where its optimizer stopped."""
+    initial, grads = random_run()
+    params, optimizer = stacked(kind, initial)
+    references = [torch_fused_reference(kind, "none", initial, k) for k in range(K)]
+    for index, step_grads in enumerate(grads):
+        if index == 5:
+            optimizer.active[1] = False
+        masked_grads = [grad.clone() for grad in step_grads]
+        if index >= 5:
+            for grad in masked_grads:
+                grad[1] = float("nan")
+        step(params, optimizer, masked_grads)
+        for k, (member_params, member_optimizer, _) in enumerate(references):
+            if k != 1 or index < 5:
+                step(member_params, member_optimizer, [grad[k] for grad in step_grads])
+    if kind == "sgd":
+        assert isinstance(optimizer._fast_path, FusedSGD)
+    for k, (member_params, member_optimizer, _) in enumerate(references):
+        for param, member_param in zip(params, member_params, strict=True):
+            assert torch.equal(param[k], member_param)
+            for name, value in member_optimizer.state[member_param].items():
+                assert torch.equal(optimizer.state[param][name][k], value.to(torch.float32))
+
+
+@pytest.mark.parametrize("kind", FUSED_KINDS)
 def test_fused_frozen_member_is_skipped_bit_for_bit(kind: str) -> None:
     """found_inf skips a frozen member entirely: its parameters, state, step counter and even
-    its (NaN) gradients stay bit-for-bit, also with a state that is no longer finite and
-    eps == 0 (which the general path's masking cannot promise), and the others run on as in
-    an unmasked stack."""
+    its (NaN) gradients stay bit-for-bit, also with a state that is no longer finite (and,
+    for Adam, eps == 0), which the general path's masking cannot promise, and the others run
+    on as in an unmasked stack."""
+    settings = {} if kind == "sgd" else {"eps": 0.0}
+    poisoned = "momentum_buffer" if kind == "sgd" else "exp_avg_sq"
     initial, grads = random_run(steps=8)
-    params, optimizer = stacked(kind, initial, "onecycle", eps=0.0)
-    free_params, free = stacked(kind, initial, "onecycle", eps=0.0)
+    params, optimizer = stacked(kind, initial, "onecycle", **settings)
+    free_params, free = stacked(kind, initial, "onecycle", **settings)
     for step_grads in grads[:3]:
         step(params, optimizer, step_grads)
         step(free_params, free, step_grads)
     optimizer.active[1] = False
     for param in params:
-        optimizer.state[param]["exp_avg_sq"][1].view(-1)[0] = float("inf")
+        optimizer.state[param][poisoned][1].view(-1)[0] = float("inf")
     frozen = [param[1].clone() for param in params]
     frozen_state = [
         {name: value[1].clone() for name, value in optimizer.state[param].items()}
@@ -824,29 +863,32 @@ def test_fused_path_declines_non_contiguous_gradients(monkeypatch: pytest.Monkey
                 torch.testing.assert_close(ours, value.to(ours.dtype), **TOLERANCE)
 
 
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
 @pytest.mark.parametrize("missing", ["absent", "refusing"])
 def test_general_path_where_the_fused_kernel_does_not_run(
-    missing: str, monkeypatch: pytest.MonkeyPatch
+    missing: str, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a fused kernel for the device and dtype (none in torch, or one that raises),
-    Adam(W) take the general path."""
+    SGD and Adam(W) take the general path (here with a schedule, which SGD's fast path does
+    not take)."""
+    name = OPTIMIZERS[kind].fused
     monkeypatch.setattr(fast_paths, "_FUSED_KERNELS", {})
     if missing == "absent":
-        monkeypatch.delattr(torch, "_fused_adamw_")
+        monkeypatch.delattr(torch, name)
     else:
 
         def refuse(*args, **kwargs) -> None:
-            raise RuntimeError("_fused_adamw_ is not implemented for this device")
+            raise RuntimeError(f"{name} is not implemented for this device")
 
-        monkeypatch.setattr(torch, "_fused_adamw_", refuse)
+        monkeypatch.setattr(torch, name, refuse)
     initial, grads = random_run(steps=5)
-    params, optimizer = stacked("adamw", initial, "onecycle")
+    params, optimizer = stacked(kind, initial, "onecycle")
     for step_grads in grads:
         step(params, optimizer, step_grads)
     assert optimizer._fast_path is None
     monkeypatch.undo()  # torch's kernel back: the general path by choice
     use_path(monkeypatch, False)
-    general_params, general = stacked("adamw", initial, "onecycle")
+    general_params, general = stacked(kind, initial, "onecycle")
     for step_grads in grads:
         step(general_params, general, step_grads)
     assert general._fast_path is None

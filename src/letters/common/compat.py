@@ -4,8 +4,9 @@ Checked against torch 2.14.1 and pytorch-lightning 2.6.6 (``CHECKED_AGAINST``):
 tests/test_compat.py fails, naming the attribute and these versions, where one of them is gone
 or no longer does what letters needs. After an upgrade, that test says what to look at here.
 
-- torch's fused Adam and AdamW kernels ``torch._fused_adam_`` and ``torch._fused_adamw_``
-  (what ``torch.optim.Adam(W)(fused=True)`` calls), looked up by name: ``fused_adam_kernel``.
+- torch's fused SGD, Adam and AdamW kernels ``torch._fused_sgd_``, ``torch._fused_adam_`` and
+  ``torch._fused_adamw_`` (what ``torch.optim.SGD``, ``Adam`` and ``AdamW`` call with
+  ``fused=True``), looked up by name: ``fused_kernel``.
 - torch.optim's step wrapper, which StackedOptimizer.step skips where it would do nothing:
   the global step hooks (``torch.optim.optimizer._global_optimizer_pre_hooks`` and
   ``_post_hooks``), an optimizer's own (``Optimizer._optimizer_step_pre_hooks`` and
@@ -52,14 +53,17 @@ FOREACH_OPS: tuple[str, ...] = (
     "_foreach_sqrt_",
 )
 
-# The names of torch's fused Adam kernels, as torch.optim.Adam and AdamW call them.
+# The names of torch's fused optimizer kernels, as torch.optim.SGD, Adam and AdamW call them.
+FUSED_SGD_KERNEL = "_fused_sgd_"
 FUSED_ADAM_KERNELS: tuple[str, ...] = ("_fused_adam_", "_fused_adamw_")
+FUSED_KERNELS: tuple[str, ...] = (FUSED_SGD_KERNEL, *FUSED_ADAM_KERNELS)
 
 
-def fused_adam_kernel(name: str) -> Callable[..., Any] | None:
-    """torch's fused kernel ``torch.<name>`` (one of FUSED_ADAM_KERNELS), None where this torch
-    has none. Its signature (lists of params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-    state_steps, then keyword arguments) is torch.optim.adam._fused_adam's call."""
+def fused_kernel(name: str) -> Callable[..., Any] | None:
+    """torch's fused kernel ``torch.<name>`` (one of FUSED_KERNELS), None where this torch has
+    none. Its signature is torch.optim.sgd._fused_sgd's call (lists of params, grads,
+    momentum buffers, then keyword arguments) or torch.optim.adam._fused_adam's (lists of
+    params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, then keywords)."""
     return getattr(torch, name, None)
 
 

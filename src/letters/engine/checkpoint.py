@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -72,4 +73,47 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
         model.on_load_checkpoint(checkpoint)
     except (TypeError, ValueError, RuntimeError, KeyError) as error:
         raise LettersError(f"{path}: not a letters checkpoint ({first_line(error)})") from None
+    return model.to(device).eval()
+
+
+def load_stacked_classifier(
+    paths: Sequence[str | os.PathLike], device: str | torch.device = "cpu"
+) -> LetterClassifier:
+    """One LetterClassifier whose member k is the one-member checkpoint ``paths[k]`` (what
+    MemberCheckpoints writes for each member of a stack): every weight holds the members' rows
+    in that order, so that one pass over shared images evaluates them all, each as
+    ``load_classifier`` would. The checkpoints must agree on everything but their member
+    settings (architecture, preprocessing, test-time views), as those of one stack do."""
+    if not paths:
+        raise ValueError("no checkpoints to stack")
+    checkpoints = [read_checkpoint(path, device) for path in paths]
+    first = checkpoints[0]["hyper_parameters"]
+    shared = {key: value for key, value in first.items() if key != "members"}
+    for path, checkpoint in zip(paths, checkpoints, strict=True):
+        hyper_parameters = checkpoint["hyper_parameters"]
+        if len(hyper_parameters["members"]) != 1:
+            raise LettersError(
+                f"{path}: a stack of {len(hyper_parameters['members'])} members, not one "
+                "member's checkpoint"
+            )
+        differing = sorted(
+            key
+            for key in set(hyper_parameters) | set(shared)
+            if key != "members" and hyper_parameters.get(key) != shared.get(key)
+        )
+        if differing:
+            raise LettersError(
+                f"{path}: cannot share a pass with {paths[0]}: they differ in "
+                f"{', '.join(differing)}"
+            )
+    state_dict = {
+        name: torch.cat([checkpoint["state_dict"][name] for checkpoint in checkpoints])
+        for name in checkpoints[0]["state_dict"]
+    }
+    members = [checkpoint["hyper_parameters"]["members"][0] for checkpoint in checkpoints]
+    try:
+        model = LetterClassifier(**shared, members=members)
+        model.load_state_dict(state_dict)
+    except (TypeError, ValueError, RuntimeError, KeyError) as error:
+        raise LettersError(f"{paths[0]}: not a letters checkpoint ({first_line(error)})") from None
     return model.to(device).eval()

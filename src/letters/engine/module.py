@@ -155,18 +155,25 @@ class LetterClassifier(pl.LightningModule):
             active[member] = on
         self._active_read = active
 
-    def member_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+    def member_logits(self, inputs: torch.Tensor, each_alone: bool = False) -> torch.Tensor:
         """Each member's logits [K, batch, classes]. Test-time views (``test_time_polarity``:
         the image and its negative, light on dark <-> dark on light; ``test_time_shift``:
         every offset of up to that many pixels) are classified at once and each member's
-        probabilities averaged over them."""
+        probabilities averaged over them.
+
+        ``each_alone``: each member computes bit for bit what it computes in a stack of one
+        (its own matrix products, on the images expanded to a batch per member), where the
+        shared batch's one product against all members' rows rounds otherwise; for an
+        evaluation that must give what each member's own checkpoint gives."""
         views = inputs
         if self.test_time_shift:
             views = shifted_views(views, self.norm_size, self.test_time_shift)
         if self.test_time_polarity:
             views = torch.cat([views, -views])
-        logits = self.model(views)
         count = len(views) // len(inputs)
+        if each_alone:
+            views = views.flatten(1).expand(len(self.rows), -1, -1)
+        logits = self.model(views)
         if count == 1:
             return logits
         # log(mean of probabilities over the views), finite where one underflows to 0.

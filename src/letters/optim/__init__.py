@@ -8,7 +8,7 @@ The public names live in the modules below and are re-exported here, so that
 - ``schedules``: the lr schedules (SCHEDULERS, schedule_factors);
 - ``state``: which settings are per member, and one member's slice of a state dict;
 - ``update_step``: the masked coefficients and gradients of the general path;
-- ``fast_paths``: fast SGD and fused Adam.
+- ``fast_paths``: fused SGD, Adam and AdamW (torch's kernels), fast SGD.
 """
 
 from letters.optim.algorithms import OPTIMIZERS, OptimizerKind

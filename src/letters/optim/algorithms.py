@@ -181,8 +181,8 @@ class OptimizerKind:
     # Whether its per-step coefficients depend on the step count (Adam's bias corrections,
     # Adagrad's lr decay); those that do not are built once when no schedule changes them.
     counts_steps: bool = True
-    # The name of torch's fused kernel of the kind (torch._fused_adam_, torch._fused_adamw_),
-    # which the fused Adam path calls once per member where it runs; None: no such path.
+    # The name of torch's fused kernel of the kind (torch._fused_sgd_, _fused_adam_,
+    # _fused_adamw_), which the fused path calls once per member where it runs; None: none.
     fused: str | None = None
 
     @property
@@ -229,6 +229,7 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
             MappingProxyType({}),
             _fixed(dampening=0, nesterov=False, fused=(None, False)),
             counts_steps=False,
+            fused="_fused_sgd_",
         ),
         OptimizerKind(
             "adam",

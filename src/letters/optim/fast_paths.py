@@ -1,6 +1,6 @@
-"""The steps StackedOptimizer takes faster than its general path, where they hold: fast SGD
-(the general path's ops, everything prepared once) and fused Adam (torch's fused kernel, once
-per member). StackedOptimizer._take_step says when each one takes a step.
+"""The steps StackedOptimizer takes faster than its general path, where they hold: fused SGD,
+Adam and AdamW (torch's fused kernel, once per member) and fast SGD (the general path's ops,
+everything prepared once). StackedOptimizer._take_step says when each one takes a step.
 
 Each ``run`` does the whole step and returns True, or returns False, having done nothing,
 where this step is not one it can take: the general path then takes it on the same state.
@@ -8,13 +8,14 @@ where this step is not one it can take: the general path then takes it on the sa
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from letters.common.compat import fused_adam_kernel
+from letters.common.compat import fused_kernel
 from letters.optim.algorithms import momentum_sgd_
 from letters.optim.schedules import schedule_factors
 from letters.optim.update_step import INT_OF_SIZE, MemberTensors, masked_gradients, member_views
@@ -73,57 +74,37 @@ class FastSGD:
         return True
 
 
-# (kernel name, device, dtype) -> torch's fused kernel, or None where it does not run.
-_FUSED_KERNELS: dict[tuple[str, torch.device, torch.dtype], Callable[..., Any] | None] = {}
+class MemberViews(NamedTuple):
+    """A parameter's and its state's per-member views (``unbind(0)``), made once and kept
+    while the parameter's data and its state tensors are the same."""
+
+    data_ptr: int  # the parameter's, when the views were made
+    state: tuple[Tensor, ...]  # the state tensors (``FusedStep.state_names``) viewed
+    param: tuple[Tensor, ...]
+    state_views: tuple[tuple[Tensor, ...], ...]  # one tuple of K views per state tensor
 
 
-def runnable_fused_kernel(
-    name: str, device: torch.device, dtype: torch.dtype
-) -> Callable[..., Any] | None:
-    """torch's fused kernel ``torch.<name>`` for parameters of this device and dtype, or None
-    where this torch has none or it refuses them: tried once on a one-element step (with the
-    0-dim views and the ``found_inf`` the fused path passes), then remembered."""
-    key = (name, device, dtype)
-    if key not in _FUSED_KERNELS:
-        kernel = fused_adam_kernel(name)
-        if kernel is not None:
-            tensors = torch.zeros((4, 1, 1), dtype=dtype, device=device).unbind(0)
-            steps = torch.ones((2, 1), dtype=torch.float32, device=device)
-            try:
-                with torch.no_grad():
-                    kernel(
-                        *([tensor[0]] for tensor in tensors),
-                        [],
-                        [steps[0, 0]],
-                        amsgrad=False,
-                        lr=1e-3,
-                        beta1=0.9,
-                        beta2=0.999,
-                        weight_decay=0.1,
-                        eps=1e-8,
-                        maximize=False,
-                        grad_scale=None,
-                        found_inf=steps[1, 0] - 1,
-                    )
-            except (RuntimeError, NotImplementedError, TypeError):
-                kernel = None
-        _FUSED_KERNELS[key] = kernel
-    return _FUSED_KERNELS[key]
+def by_member(per_parameter: list[tuple[Tensor, ...]]) -> zip:
+    """Each parameter's K member views -> each member's views of the parameters, in order."""
+    return zip(*per_parameter, strict=True)
 
 
-class FusedAdam:
-    """Adam and AdamW by torch's fused kernel (docs/stacked-optimizer.md, "Fused Adam"): once
-    per member, on the member's slices of the parameters, gradients and state, with the
-    member's lr and weight decay, and its frozen flag as ``found_inf`` (the kernel then returns
-    at once).
+class FusedStep(ABC):
+    """What torch's fused kernels share (docs/stacked-optimizer.md, "Fused steps"): one kernel
+    call per member, on the member's slices of the parameters, gradients and state (views made
+    once and kept while the tensors are the same), with the member's own settings, and its
+    frozen flag as ``found_inf`` (the kernel then returns at once, touching nothing).
 
     ``run`` declines (returns False, nothing done) where the general path must take the step:
     the parameters' device or dtype changed (the general path rebuilds), no parameter has a
     gradient, or a gradient is sparse or of another dtype, or a parameter, its gradient or its
-    state is not contiguous (the kernel walks a member's slices as flat memory). The members'
-    views of a parameter's state are made once and kept while its state tensors are the same
-    objects (a load replaces them, and a new FusedAdam besides).
+    state is not contiguous (the kernel walks a member's slices as flat memory).
+
+    A subclass names its kernel's state (``state_names``), says how to try the kernel once
+    (``trial``) and makes the calls of one step (``call_members``).
     """
+
+    state_names: tuple[str, ...]
 
     def __init__(
         self,
@@ -139,15 +120,35 @@ class FusedAdam:
         # The general path's values (MemberTensors holds them from the same param group).
         self.lrs = [float(v) for v in group["lr"]]
         self.weight_decays = [float(v) for v in group["weight_decay"]]
-        self.beta1, self.beta2 = settings["betas"]
-        self.eps = settings["eps"]
         members = len(self.lrs)
-        # Row 0: 1.0 for the active members (the step counters' increment); row 1: 1.0 for the
-        # frozen ones (found_inf: the kernel skips the member), as 0-dim views, one per member.
+        # Row 0: 1.0 for the active members (for step counters); row 1: 1.0 for the frozen ones
+        # (found_inf: the kernel skips the member), as 0-dim views, one per member.
         self.flags = torch.empty((2, members), dtype=torch.float32, device=p.device)
         self.found_inf = self.flags[1].unbind(0)
-        # Per parameter of the group: (exp_avg, exp_avg_sq, step, their per-member views).
-        self.state_views: list[tuple[Any, ...] | None] = [None] * len(group["params"])
+        # Per parameter of the group: its members' views, once made.
+        self.views: list[MemberViews | None] = [None] * len(group["params"])
+
+    @staticmethod
+    @abstractmethod
+    def trial(kernel: Callable[..., Any], tensors: tuple[Tensor, ...], flag: Tensor) -> None:
+        """One call of ``kernel`` on one-element views (``tensors``: four of them, zero) with
+        ``flag`` (a 0-dim float32 zero) as found_inf; raises where the kernel does not run for
+        their device and dtype."""
+
+    @abstractmethod
+    def call_members(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        views: list[MemberViews],
+        active: Tensor,
+        factor: float,
+        cycled: float | None,
+        first: bool,
+    ) -> None:
+        """This step's kernel calls: ``factor`` and ``cycled`` are the schedule's (lr factor,
+        cycled momentum or beta1), ``first`` whether this is the optimizer's first step;
+        ``found_inf`` is already set from ``active``."""
 
     def run(
         self, group: dict[str, Any], state_of: Mapping[Tensor, dict[str, Tensor]], active: Tensor
@@ -157,26 +158,192 @@ class FusedAdam:
         lists = self._step_lists(group, state_of)
         if lists is None:
             return False
-        params, grads, state_views = lists
+        params, grads, views = lists
         index = group["schedule_step"]
         factor, cycled = schedule_factors(group["schedule"], index, group["total_steps"])
         group["schedule_step"] = index + 1
-        flags = self.flags
-        flags[0].copy_(active)
-        torch.logical_not(active, out=flags[1])
-        torch._foreach_add_([views[2] for views in state_views], [flags[0]] * len(params))
+        torch.logical_not(active, out=self.flags[1])
+        self.call_members(params, grads, views, active, factor, cycled, index == 0)
+        return True
+
+    def _step_lists(
+        self, group: dict[str, Any], state_of: Mapping[Tensor, dict[str, Tensor]]
+    ) -> tuple[list[Tensor], list[Tensor], list[MemberViews]] | None:
+        """This step's parameters with a gradient, their gradients and their views, or None
+        where the kernel cannot take them (``run`` declines)."""
+        all_params = group["params"]
+        p = all_params[0]
+        if p.device != self.device or p.dtype != self.dtype:
+            return None
+        if len(all_params) != len(self.views):
+            self.views = [None] * len(all_params)
+        dtype, names = self.dtype, self.state_names
+        params, grads, views = [], [], []
+        for i, param in enumerate(all_params):
+            state = state_of[param]
+            if not state:  # as the general path: state for every parameter
+                state.update(self.initial_state(param))
+            grad = param.grad
+            if grad is None:
+                continue
+            if (
+                grad.is_sparse
+                or grad.dtype != dtype
+                or not grad.is_contiguous()
+                or not param.is_contiguous()
+            ):
+                return None
+            tensors = tuple(state[name] for name in names)
+            known = self.views[i]
+            if (
+                known is None
+                or known.data_ptr != param.data_ptr()  # its data replaced (param.data = ...)
+                or any(old is not new for old, new in zip(known.state, tensors, strict=True))
+            ):
+                if not all(tensor.is_contiguous() for tensor in tensors):
+                    return None
+                unbound = tuple(tensor.unbind(0) for tensor in tensors)
+                known = MemberViews(param.data_ptr(), tensors, param.unbind(0), unbound)
+                self.views[i] = known
+            params.append(param)
+            grads.append(grad)
+            views.append(known)
+        return (params, grads, views) if params else None
+
+
+class FusedSGD(FusedStep):
+    """SGD with momentum by ``torch._fused_sgd_``, what ``torch.optim.SGD(fused=True)`` calls:
+    once per member with its lr (this step's scheduled one), momentum (the schedule's cycled
+    one under onecycle) and weight decay. A member without momentum gets torch's call without
+    momentum buffers (its buffer, scratch on the general path, is left as it is)."""
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(
+        self,
+        group: Mapping[str, Any],
+        settings: Mapping[str, Any],
+        kernel: Callable[..., Any],
+        initial_state: Callable[[Tensor], dict[str, Tensor]],
+    ) -> None:
+        super().__init__(group, settings, kernel, initial_state)
+        self.momenta = [float(v) for v in group["momentum"]]
+
+    @staticmethod
+    def trial(kernel: Callable[..., Any], tensors: tuple[Tensor, ...], flag: Tensor) -> None:
+        kernel(
+            [tensors[0]],
+            [tensors[1]],
+            [tensors[2]],
+            weight_decay=0.1,
+            momentum=0.9,
+            lr=1e-3,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+            is_first_step=False,
+            grad_scale=None,
+            found_inf=flag,
+        )
+
+    def call_members(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        views: list[MemberViews],
+        active: Tensor,
+        factor: float,
+        cycled: float | None,
+        first: bool,
+    ) -> None:
+        kernel = self.kernel
+        # Each member's slices: its parameters, gradients and momentum buffers.
+        members = zip(
+            by_member([known.param for known in views]),
+            by_member([grad.unbind(0) for grad in grads]),
+            by_member([known.state_views[0] for known in views]),
+            strict=True,
+        )
+        for k, (member_params, member_grads, buffers) in enumerate(members):
+            momentum = self.momenta[k] if cycled is None else cycled
+            kernel(
+                member_params,
+                member_grads,
+                buffers if momentum != 0 else (),
+                weight_decay=self.weight_decays[k],
+                momentum=momentum,
+                lr=self.lrs[k] * factor,  # the general path's lr (float64) at this step, exactly
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                # torch's first step: buffer = gradient (ours start at 0, which 0 * momentum +
+                # gradient also gives, but for the sign of a zero)
+                is_first_step=first,
+                grad_scale=None,
+                found_inf=self.found_inf[k],
+            )
+
+
+class FusedAdam(FusedStep):
+    """Adam and AdamW by torch's fused kernel (``torch._fused_adam_`` or ``_fused_adamw_``),
+    once per member with its lr (this step's scheduled one), beta1 (the schedule's cycled one
+    under onecycle) and weight decay; the step counters advance by ``active`` before the calls,
+    as torch's add-1-then-subtract-found_inf does."""
+
+    state_names = ("exp_avg", "exp_avg_sq", "step")
+
+    def __init__(
+        self,
+        group: Mapping[str, Any],
+        settings: Mapping[str, Any],
+        kernel: Callable[..., Any],
+        initial_state: Callable[[Tensor], dict[str, Tensor]],
+    ) -> None:
+        super().__init__(group, settings, kernel, initial_state)
+        self.beta1, self.beta2 = settings["betas"]
+        self.eps = settings["eps"]
+
+    @staticmethod
+    def trial(kernel: Callable[..., Any], tensors: tuple[Tensor, ...], flag: Tensor) -> None:
+        steps = torch.ones((), dtype=torch.float32, device=flag.device)
+        kernel(
+            *([tensor] for tensor in tensors),
+            [],
+            [steps],
+            amsgrad=False,
+            lr=1e-3,
+            beta1=0.9,
+            beta2=0.999,
+            weight_decay=0.1,
+            eps=1e-8,
+            maximize=False,
+            grad_scale=None,
+            found_inf=flag,
+        )
+
+    def call_members(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        views: list[MemberViews],
+        active: Tensor,
+        factor: float,
+        cycled: float | None,
+        first: bool,
+    ) -> None:
+        increments = self.flags[0]
+        increments.copy_(active)  # 1.0 for the active members
+        torch._foreach_add_([known.state[2] for known in views], [increments] * len(params))
         beta1 = self.beta1 if cycled is None else cycled
         kernel = self.kernel
-        # Each list's tensors, as their K per-member views.
-        columns = (
-            [param.unbind(0) for param in params],
-            [grad.unbind(0) for grad in grads],
-            *([views[i] for views in state_views] for i in (3, 4, 5)),
+        # Each member's slices: parameters, gradients, exp_avgs, exp_avg_sqs, step counters.
+        members = zip(
+            by_member([known.param for known in views]),
+            by_member([grad.unbind(0) for grad in grads]),
+            *(by_member([known.state_views[i] for known in views]) for i in range(3)),
+            strict=True,
         )
-        for k, found_inf in enumerate(self.found_inf):
-            member_params, member_grads, exp_avgs, exp_avg_sqs, steps = (
-                [tensors[k] for tensors in column] for column in columns
-            )
+        for k, (member_params, member_grads, exp_avgs, exp_avg_sqs, steps) in enumerate(members):
             kernel(
                 member_params,
                 member_grads,
@@ -192,57 +359,38 @@ class FusedAdam:
                 eps=self.eps,
                 maximize=False,
                 grad_scale=None,
-                found_inf=found_inf,
+                found_inf=self.found_inf[k],
             )
-        return True
 
-    def _step_lists(
-        self, group: dict[str, Any], state_of: Mapping[Tensor, dict[str, Tensor]]
-    ) -> tuple[list[Tensor], list[Tensor], list[tuple[Any, ...]]] | None:
-        """This step's parameters with a gradient, their gradients and their state's views, or
-        None where the kernel cannot take them (``run`` declines)."""
-        all_params = group["params"]
-        p = all_params[0]
-        if p.device != self.device or p.dtype != self.dtype:
-            return None
-        if len(all_params) != len(self.state_views):
-            self.state_views = [None] * len(all_params)
-        dtype = self.dtype
-        params, grads, state_views = [], [], []
-        for i, param in enumerate(all_params):
-            state = state_of[param]
-            if not state:  # as the general path: state for every parameter
-                state.update(self.initial_state(param))
-            grad = param.grad
-            if grad is None:
-                continue
-            if (
-                grad.is_sparse
-                or grad.dtype != dtype
-                or not grad.is_contiguous()
-                or not param.is_contiguous()
-            ):
-                return None
-            exp_avg, exp_avg_sq, step = state["exp_avg"], state["exp_avg_sq"], state["step"]
-            views = self.state_views[i]
-            if (
-                views is None
-                or views[0] is not exp_avg
-                or views[1] is not exp_avg_sq
-                or views[2] is not step
-            ):
-                if not (exp_avg.is_contiguous() and exp_avg_sq.is_contiguous()):
-                    return None
-                views = (
-                    exp_avg,
-                    exp_avg_sq,
-                    step,
-                    exp_avg.unbind(0),
-                    exp_avg_sq.unbind(0),
-                    step.unbind(0),
-                )
-                self.state_views[i] = views
-            params.append(param)
-            grads.append(grad)
-            state_views.append(views)
-        return (params, grads, state_views) if params else None
+
+# Each fused kernel's path (OptimizerKind.fused names the kernel).
+FUSED_PATHS: dict[str, type[FusedStep]] = {
+    "_fused_sgd_": FusedSGD,
+    "_fused_adam_": FusedAdam,
+    "_fused_adamw_": FusedAdam,
+}
+
+# (kernel name, device, dtype) -> torch's fused kernel, or None where it does not run.
+_FUSED_KERNELS: dict[tuple[str, torch.device, torch.dtype], Callable[..., Any] | None] = {}
+
+
+def runnable_fused_kernel(
+    name: str, device: torch.device, dtype: torch.dtype
+) -> Callable[..., Any] | None:
+    """torch's fused kernel ``torch.<name>`` for parameters of this device and dtype, or None
+    where this torch has none or it refuses them: tried once on a one-element step (with the
+    0-dim views and the ``found_inf`` its path passes: ``FusedStep.trial``), then
+    remembered."""
+    key = (name, device, dtype)
+    if key not in _FUSED_KERNELS:
+        kernel = fused_kernel(name)
+        if kernel is not None:
+            tensors = torch.zeros((4, 1), dtype=dtype, device=device).unbind(0)
+            flag = torch.zeros((), dtype=torch.float32, device=device)
+            try:
+                with torch.no_grad():
+                    FUSED_PATHS[name].trial(kernel, tensors, flag)
+            except (RuntimeError, NotImplementedError, TypeError):
+                kernel = None
+        _FUSED_KERNELS[key] = kernel
+    return _FUSED_KERNELS[key]

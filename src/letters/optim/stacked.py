@@ -24,7 +24,7 @@ from letters.common.compat import (
     unwrapped_step,
 )
 from letters.optim.algorithms import OPTIMIZERS, shared_settings
-from letters.optim.fast_paths import FastSGD, FusedAdam, runnable_fused_kernel
+from letters.optim.fast_paths import FUSED_PATHS, FastSGD, FusedStep, runnable_fused_kernel
 from letters.optim.schedules import SCHEDULERS, schedule_factors
 from letters.optim.state import OPTIMIZER_MEMBER_KEYS
 from letters.optim.update_step import MemberTensors, UpdateStep
@@ -40,8 +40,8 @@ class StackedOptimizer(torch.optim.Optimizer):
     ``param_groups[0]["schedule_step"]``. ``active`` (bool [K]) freezes members that are False;
     ``keep_members`` sheds members for good (a stack whose frozen members are dropped).
 
-    ``fused`` (a class attribute, True): whether Adam and AdamW take torch's fused kernel where
-    it runs; read when the step path is prepared (the first step after the optimizer is built,
+    ``fused`` (a class attribute, True): whether SGD, Adam and AdamW take torch's fused kernel
+    where it runs; read when the step path is prepared (the first step after the optimizer is built,
     loaded, copied or moved): set it False before then to take the general path.
     """
 
@@ -121,7 +121,7 @@ class StackedOptimizer(torch.optim.Optimizer):
         if self.active.device != device:
             self.active = self.active.to(device)
         self._initial_state = functools.partial(self.kind.initial_state, settings=self._settings)
-        self._fast_path: FastSGD | FusedAdam | None = None
+        self._fast_path: FusedStep | FastSGD | None = None
 
     @property
     def members(self) -> int:
@@ -170,17 +170,17 @@ class StackedOptimizer(torch.optim.Optimizer):
         adam() pick their single-tensor, foreach or fused implementation in one place. All
         three keep the same state, so that consecutive steps may take different paths.
 
-        1. Fused Adam (``FusedAdam``: torch's fused kernel once per member) where
-           - the kind has a fused kernel (adam, adamw: ``OptimizerKind.fused``),
+        1. Fused (``FusedSGD``, ``FusedAdam``: torch's fused kernel once per member) where
+           - the kind has a fused kernel (sgd, adam, adamw: ``OptimizerKind.fused``),
            - ``StackedOptimizer.fused`` is True,
            - torch has that kernel and it runs for the parameters' device and dtype (tried
              once: ``runnable_fused_kernel``),
            and for this step: the parameters' device and dtype are those it was prepared for,
            at least one parameter has a gradient, every gradient is dense, of the parameters'
-           dtype and contiguous, and so is every parameter with a gradient and its exp_avg and
-           exp_avg_sq.
+           dtype and contiguous, and so is every parameter with a gradient and its state.
         2. Fast SGD (``FastSGD``: the general path's ops with everything prepared once) where
-           - the kind is sgd and the schedule "none",
+           - the kind is sgd and the schedule "none", and no fused path was prepared (the
+             class attribute ``fused`` False, or no runnable kernel),
            - every parameter has its state (so from the second step on: the first, general,
              step makes it),
            and for this step: the param group's list of parameters is the one it was prepared
@@ -197,16 +197,16 @@ class StackedOptimizer(torch.optim.Optimizer):
         if path is None or not path.run(group, self.state, self.active):
             self._general_step()
 
-    def _prepare_fast_path(self, group: dict[str, Any]) -> FastSGD | FusedAdam | None:
+    def _prepare_fast_path(self, group: dict[str, Any]) -> FusedStep | FastSGD | None:
         """The fast path for the steps to come (``_take_step``'s conditions that do not depend
         on the step), or None."""
         kind, params = self.kind, group["params"]
-        if kind.fused is not None:
+        if kind.fused is not None and self.fused:
             p = params[0]
-            kernel = runnable_fused_kernel(kind.fused, p.device, p.dtype) if self.fused else None
-            if kernel is None:
-                return None
-            return FusedAdam(group, self._settings, kernel, self._initial_state)
+            kernel = runnable_fused_kernel(kind.fused, p.device, p.dtype)
+            if kernel is not None:
+                path = FUSED_PATHS[kind.fused]
+                return path(group, self._settings, kernel, self._initial_state)
         if kind is OPTIMIZERS["sgd"] and group["schedule"] == "none":
             states = [self.state.get(param) for param in params]
             if all(states):

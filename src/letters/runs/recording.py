@@ -24,8 +24,8 @@ from letters.common.records import (
     score,
     write_record,
 )
-from letters.engine.checkpoint import load_classifier
-from letters.engine.evaluate import Predictions, predict_split
+from letters.engine.checkpoint import load_stacked_classifier
+from letters.engine.evaluate import Predictions, predict_members
 from letters.reporting.pictures import draw_in_parallel, evaluation_pictures, run_name
 from letters.runs.jobs import multirun
 from letters.runs.pruning import is_pruned, pruned_outcome
@@ -78,7 +78,7 @@ def record_stack(stack: StackRun, strict: bool) -> list[float | BaseException]:
     if stopped_by is not None and stack.trainer.current_epoch < stack.trainer.max_epochs:
         record_interrupted(stack, stopped_by)
     log.info("%s", testing_line(stack))
-    tested = [test_member(stack, member) for member in range(len(stack.jobs))]
+    tested = test_members(stack, list(range(len(stack.jobs))))
     pictures = {  # none of a pruned trial: it is one that a search found bad
         member: picture_task(stack, member, predictions)
         for member, (_, predictions) in enumerate(tested)
@@ -215,7 +215,7 @@ def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = Fal
         if not pretraining and job.member_of is None and ended_before(stack, member):
             # Pruned or diverged before the signal: it has ended, and is recorded as it would
             # have been at the stack's end (a continued sweep does not run it again).
-            record, _ = test_member(stack, member)
+            ((record, _),) = test_members(stack, [member])
             finish_member(stack, member, record)
             continue
         record = interrupted_record(stack, member, stopped_by, pretraining, job_id)
@@ -306,17 +306,36 @@ def member_record(stack: StackRun, member: int, status: Status) -> RunRecord:
     return record
 
 
-def test_member(stack: StackRun, member: int) -> tuple[RunRecord, Predictions | None]:
-    """A member's record so far, and its best checkpoint's predictions on the test split."""
+def test_members(stack: StackRun, members: list[int]) -> list[tuple[RunRecord, Predictions | None]]:
+    """Each member's record so far, and its best checkpoint's predictions on the test split
+    (None without one): the best checkpoints' weights as one stacked model, in one pass over
+    the split; for each member what letters.test gives for its best.ckpt."""
+    bests: dict[int, Path] = {}
+    for member in members:
+        best = stack.checkpoints.best_path(member)
+        if best is not None and best.is_file():
+            bests[member] = best
+    predictions: dict[int, Predictions] = {}
+    if bests:
+        model = load_stacked_classifier(list(bests.values()), stack.model.device)
+        tested = predict_members(model, *stack.data.splits["test"])
+        predictions = dict(zip(bests, tested, strict=True))
+    return [
+        tested_record(stack, member, bests.get(member), predictions.get(member))
+        for member in members
+    ]
 
+
+def tested_record(
+    stack: StackRun, member: int, best: Path | None, predictions: Predictions | None
+) -> tuple[RunRecord, Predictions | None]:
+    """A member's record so far, with its best checkpoint's (``best``) ``predictions`` on the
+    test split where it has one."""
     job, model = stack.jobs[member], stack.model
     record = member_record(stack, member, Status.FINISHED)
     record["test_acc"] = record["test_loss"] = None
-    best = stack.checkpoints.best_path(member)
-    if best is None or not best.is_file():
+    if best is None or predictions is None:
         return record, None
-    # Exactly what letters.test does with this file: a stack of one rebuilt from it.
-    predictions = predict_split(load_classifier(best, model.device), *stack.data.splits["test"])
     record.update(test_acc=predictions.accuracy, test_loss=predictions.loss)
     if len(stack.jobs) > 1:  # the first numbers of a stack's end, while its pictures are drawn
         log.info(
