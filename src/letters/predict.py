@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
 from omegaconf import DictConfig, ListConfig
 
 from letters.common.entry import hydra_command
@@ -25,6 +24,8 @@ def image_paths(cfg: DictConfig) -> list[str]:
 
 def predict(cfg: DictConfig) -> int:
     """Print a prediction per image; return how many images failed."""
+    import torch  # start-up: --help and a bad override answer before torch loads
+
     from letters.data.images import load_grey, to_model_input
     from letters.engine.checkpoint import load_classifier  # start-up: Lightning, after checks
 

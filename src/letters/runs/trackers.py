@@ -19,7 +19,6 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from pytorch_lightning.loggers import MLFlowLogger, TensorBoardLogger
-from torch.utils.tensorboard.summary import hparams
 
 from letters.common.records import Status
 
@@ -134,6 +133,8 @@ def hparams_view(params: dict[str, Any], label: str) -> dict[str, Any]:
 def write_hparams_session(logger: Any, params: dict[str, Any]) -> None:
     """The HParams plugin's session start and end for this run, without an experiment record:
     with none, TensorBoard builds the experiment from all the runs it sees."""
+    from torch.utils.tensorboard.summary import hparams  # start-up: only with TensorBoard
+
     _, session_start, session_end = hparams(params, {})
     writer = logger.experiment.file_writer
     writer.add_summary(session_start)
