@@ -377,6 +377,11 @@ def annotated_predictions(
     return figure
 
 
+# What a worker of draw_in_parallel imports to draw: this module (torch, matplotlib), t-SNE
+# (scikit-learn) and TensorBoard's writer.
+DRAWING_MODULES = ("letters.reporting.pictures", "openTSNE", "torch.utils.tensorboard")
+
+
 def draw_in_parallel(
     tasks: list[tuple[str, dict[str, Any]]],
     on_done: Callable[[int, BaseException | None], None] | None = None,
@@ -385,17 +390,26 @@ def draw_in_parallel(
 
     Each task is (the run's TensorBoard folder, evaluation_pictures' other arguments): a
     worker writes its images and projector there through its own SummaryWriter, which
-    TensorBoard shows as the same run. Workers start fresh ("spawn"):
-    a forked copy of a process that has run torch's thread pool can hang. Returns each
-    task's error (None when it drew everything): one run's full disk stops no other's.
-    ``on_done(task's index, its error)`` is called here as each task ends, in the order they
-    end, so that a caller can show the progress of a wait that takes a while.
+    TensorBoard shows as the same run. Returns each task's error (None when it drew
+    everything): one run's full disk stops no other's. ``on_done(task's index, its error)``
+    is called here as each task ends, in the order they end, so that a caller can show the
+    progress of a wait that takes a while.
+
+    Workers are forked from a fresh server process (multiprocessing's "forkserver") that has
+    imported what drawing needs (DRAWING_MODULES) once, for the whole sweep: a spawned worker
+    spent 3 s of CPU importing them, more than drawing two runs; and a forked copy of this
+    process, which has run torch's thread pool, can hang. Where there is no forkserver
+    (Windows), each worker starts fresh ("spawn").
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     workers = max(1, min(len(tasks), os.cpu_count() or 1))
-    context = multiprocessing.get_context("spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(DRAWING_MODULES))  # until its server has started
+    else:
+        context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         futures = [pool.submit(_draw_task, task) for task in tasks]
         if on_done is not None:
