@@ -516,7 +516,7 @@ def add_projector(
     )
     write_text(log_dir / folder / "metadata.tsv", "letter\tpredicted\n" + metadata)
     tensors = io.StringIO()
-    np.savetxt(tensors, features.float().cpu().numpy(), fmt="%.7g", delimiter="\t")
+    np.savetxt(tensors, features.float().cpu().numpy(), fmt="%.9g", delimiter="\t")
     write_text(log_dir / folder / "tensors.tsv", tensors.getvalue())
     sprite = png_bytes(sprite_sheet(pixels), compress_level=1)
     write_atomically(log_dir / folder / "sprite.png", lambda handle: handle.write(sprite))
