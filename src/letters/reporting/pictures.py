@@ -308,10 +308,9 @@ def draw_strings(
     """Short strings centred on points ``xy`` (data coordinates), ``size`` points high and
     each in its colour, as one collection of outlines: what as many text artists would show,
     at a fraction of their cost to make and to draw when there are hundreds."""
-    outlines = string_outlines(frozenset(strings), size, weight)
     points_to_pixels = Affine2D().scale(1 / 72) + axes.figure.dpi_scale_trans
     collection = PathCollection(
-        [outlines[string] for string in strings],
+        [string_outline(string, size, weight) for string in strings],
         offsets=xy,
         offset_transform=axes.transData,
         transform=points_to_pixels,
@@ -323,17 +322,13 @@ def draw_strings(
 
 
 @functools.cache
-def string_outlines(strings: frozenset[str], size: float, weight: str) -> dict[str, Outline]:
-    """Each string's outline in matplotlib's font, ``size`` points high, in points, its ink
+def string_outline(string: str, size: float, weight: str) -> Outline:
+    """The string's outline in matplotlib's font, ``size`` points high, in points, its ink
     centred on (0, 0). Cached: a process drawing several runs' pictures outlines the same
     letters and counts each time."""
-    font = FontProperties(weight=weight)
-    outlines = {}
-    for string in strings:
-        outline = TextPath((0, 0), string, size=size, prop=font)
-        middle = (outline.vertices.min(axis=0) + outline.vertices.max(axis=0)) / 2
-        outlines[string] = outline.transformed(Affine2D().translate(*-middle))
-    return outlines
+    outline = TextPath((0, 0), string, size=size, prop=FontProperties(weight=weight))
+    middle = (outline.vertices.min(axis=0) + outline.vertices.max(axis=0)) / 2
+    return outline.transformed(Affine2D().translate(*-middle))
 
 
 def densest_point(points: np.ndarray, neighbours: int = 5) -> np.ndarray:
