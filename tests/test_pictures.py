@@ -4,6 +4,7 @@ TensorBoard looks for them."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -48,13 +49,13 @@ def test_a_run_saves_every_picture(pictured_run: Path) -> None:
 def test_every_picture_title_names_its_run(tmp_path: Path, monkeypatch) -> None:
     """A copied picture still says where it came from: the run, the split, the checkpoint."""
     titles: list[str] = []
-    figure_png = pictures.figure_png
+    figure_pixels = pictures.figure_pixels
 
-    def recording(figure, **options):
+    def recording(figure):
         titles.append(" | ".join([figure.get_suptitle(), *(a.get_title() for a in figure.axes)]))
-        return figure_png(figure, **options)
+        return figure_pixels(figure)
 
-    monkeypatch.setattr(pictures, "figure_png", recording)
+    monkeypatch.setattr(pictures, "figure_pixels", recording)
     generator = torch.Generator().manual_seed(0)
     labels = torch.arange(26).repeat(2)
     history = {"epoch": [1, 2], "train_loss": [2.0, 1.0], "val_epoch": [2], "val_acc": [0.5]}
@@ -97,7 +98,7 @@ def test_mistakes_show_margins_that_differ_where_probabilities_read_1_00() -> No
     logits[torch.arange(5), torch.tensor([1, 2, 3, 4, 0])] = torch.tensor([40.0, 55, 30, 70, 90])
     assert {f"{p:.2f}" for p in logits.softmax(dim=1).max(dim=1).values} == {"1.00"}
     figure = mistakes(np.zeros((5, 8, 8)), labels, logits, ALPHABET, "run — test split")
-    panels = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    panels = [text.get_text() for axes in figure.axes for text in axes.texts]
     assert panels == ["A → E  70.0", "A → C  55.0", "A → B  40.0", "A → D  30.0"]
     assert figure.get_suptitle().startswith("run — test split\n")
     assert "the 4 surest of 4 mistakes" in figure.get_suptitle()
@@ -107,12 +108,18 @@ def test_pictures_and_projector_are_in_tensorboard(pictured_run: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logs = pictured_run / "tensorboard"
-    images: set[str] = set()
+    images: dict[str, bytes] = {}
     for events in logs.glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(events))
         accumulator.Reload()
-        images |= set(accumulator.Tags()["images"])
-    assert {"pictures/confusion_matrix", "pictures/mistakes", "pictures/tsne"} <= images
+        for tag in accumulator.Tags()["images"]:
+            (event,) = accumulator.Images(tag)
+            images[tag] = event.encoded_image_string
+            with Image.open(io.BytesIO(event.encoded_image_string)) as image:
+                assert image.size == (event.width, event.height)
+    assert {"pictures/confusion_matrix", "pictures/mistakes", "pictures/tsne"} <= set(images)
+    # TensorBoard shows the very file the run's folder holds: one drawing for both
+    assert images["pictures/tsne"] == (pictured_run / "pictures" / "tsne.png").read_bytes()
     config = (logs / "projector_config.pbtxt").read_text()
     (embedding_dir,) = {path.parent for path in logs.rglob("tensors.tsv")}
     relative = embedding_dir.relative_to(logs).as_posix()
@@ -154,3 +161,32 @@ def test_confusion_matrix_counts_every_image_once() -> None:
     assert counts.shape == (26, 26) and counts.sum() == len(labels)
     assert counts[0, 0] == 1 and counts[0, 1] == 1 and counts[2, 2] == 2 and counts[2, 0] == 1
     assert list(counts.sum(axis=1)[:3]) == [2, 1, 3] and counts.trace() == 5
+
+
+def test_every_non_zero_count_is_written_in_its_cell() -> None:
+    labels = torch.tensor([0, 0, 1, 2, 2, 2, 25])
+    counts = confusion_counts(labels, torch.tensor([0, 1, 1, 2, 0, 2, 25]), 26)
+    figure = pictures.confusion_matrix(counts, ALPHABET, "run — test split")
+    (numbers,) = [c for c in figure.axes[0].collections if len(c.get_paths()) > 1]
+    cells = list(zip(*np.nonzero(counts), strict=True))  # (true, predicted)
+    assert numbers.get_offsets().tolist() == [[predicted, true] for true, predicted in cells]
+    outline = pictures.string_outline
+    expected = [outline(str(counts[cell]), 6.5, "normal").vertices.tolist() for cell in cells]
+    assert [path.vertices.tolist() for path in numbers.get_paths()] == expected
+
+
+def test_the_map_is_the_same_for_a_seed() -> None:
+    features = torch.randn(60, 26, generator=torch.Generator().manual_seed(3))
+    first = pictures.tsne_points(features, seed=4)
+    assert first.shape == (60, 2) and np.isfinite(first).all()
+    assert np.array_equal(first, pictures.tsne_points(features, seed=4))
+
+
+def test_the_sprite_holds_each_thumbnail_row_by_row() -> None:
+    thumbnails = np.stack([np.full((4, 3), (number + 1) / 8) for number in range(5)])
+    sheet = pictures.sprite_sheet(thumbnails)
+    assert sheet.shape == (3 * 4, 3 * 3) and sheet.dtype == np.uint8  # 5 images: a 3 x 3 grid
+    cells = sheet.reshape(3, 4, 3, 3).swapaxes(1, 2).reshape(9, 4, 3)
+    for number in range(5):
+        assert (cells[number] == int(255 * (number + 1) / 8)).all()
+    assert not cells[5:].any()  # black where the grid has no image

@@ -7,12 +7,11 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
 from letters.common.records import FAILED_SCORE, percent
-from letters.reporting.figure_files import save_figure
+from letters.reporting.figure_files import new_figure, save_figure
 from letters.reporting.reference import ReferenceTable
 from letters.reporting.sweep import METRICS, Group, Run, best_group, ranked_trials, sort_key
 from letters.reporting.tables import settings_text, shown_value
@@ -51,7 +50,8 @@ def plot_grid(
         if numeric
         else list(range(len(groups)))
     )
-    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=120)
+    figure = new_figure(figsize=(7, 4.2), dpi=120)
+    axes = figure.subplots()
     draw_metric_curves(axes, groups, positions, numeric, reference)
     star_best_group(axes, groups, positions, numeric)
     rotation = 0
@@ -189,7 +189,8 @@ def plot_search(path: Path, runs: list[Run], keys: list[str], title: str) -> Non
     """Validation accuracy trial by trial, the best so far as a step line, the best trial
     starred and its settings written under the plot."""
     trials = sorted(runs, key=lambda run: run.number or 0)
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=120)
+    figure = new_figure(figsize=(8, 4.5), dpi=120)
+    axes = figure.subplots()
     scatter_trials(axes, trials)
     step_best_so_far(axes, trials)
     note = star_best_trial(axes, runs, keys)

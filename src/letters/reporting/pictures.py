@@ -7,6 +7,7 @@ Drawing functions return matplotlib Figures; ``figure_files.save_figure`` writes
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -14,16 +15,20 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import yaml
 from matplotlib import patheffects
+from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
-from PIL import Image
+from matplotlib.font_manager import FontProperties
+from matplotlib.path import Path as Outline
+from matplotlib.textpath import TextPath
+from matplotlib.transforms import Affine2D
 
 from letters.common.files import write_atomically
-from letters.reporting.figure_files import figure_png
+from letters.reporting.figure_files import figure_pixels, new_figure, png_bytes
 from letters.reporting.figure_files import save_figure as save_figure  # predict.py draws and saves
 
 # 26 colours as far apart as a Glasbey palette gets them, and dark enough to read as letters
@@ -63,7 +68,8 @@ def run_name(run_dir: Path, cfg: Mapping[str, Any] | None = None) -> str:
 
 def learning_curves(history: dict[str, list[float]], run: str) -> Figure:
     """Training loss per epoch (left axis) with validation accuracy (right axis)."""
-    figure, loss_axes = plt.subplots(figsize=(7.5, 4.2), dpi=120)
+    figure = new_figure(figsize=(7.5, 4.2), dpi=120)
+    loss_axes = figure.subplots()
     epochs = history.get("epoch", [])
     loss_axes.plot(epochs, history.get("train_loss", []), color="tab:blue", label="train loss")
     loss_axes.set_xlabel("epoch")
@@ -105,7 +111,8 @@ def confusion_matrix(counts: np.ndarray, classes: str, source: str) -> Figure:
     ``source`` names the run, the split and the checkpoint (``picture_source``)."""
     totals = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-    figure, axes = plt.subplots(figsize=(9.5, 8.5), dpi=120)
+    figure = new_figure(figsize=(9.5, 8.5), dpi=120)
+    axes = figure.subplots()
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(classes))
     axes.set_xticks(ticks, list(classes))
@@ -115,17 +122,14 @@ def confusion_matrix(counts: np.ndarray, classes: str, source: str) -> Figure:
     axes.tick_params(labelsize=7)
     axes.set_xlabel("predicted letter")
     axes.set_ylabel("true letter (images)")
-    for true, guess in zip(*np.nonzero(counts), strict=True):
-        colour = "white" if shares[true, guess] > 0.55 else "black"
-        axes.text(
-            guess,
-            true,
-            str(counts[true, guess]),
-            ha="center",
-            va="center",
-            fontsize=6.5,
-            color=colour,
-        )
+    true, guess = np.nonzero(counts)
+    draw_strings(
+        axes,
+        np.column_stack([guess, true]),
+        [str(count) for count in counts[true, guess]],
+        np.where(shares[true, guess] > 0.55, "white", "black"),
+        size=6.5,
+    )
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     axes.set_title(
         f"{source}\naccuracy {100 * accuracy:.1f}% of {counts.sum()} images", fontsize=10
@@ -165,58 +169,86 @@ def mistakes(
     count: int = 24,
 ) -> Figure:
     """The mistakes the model was surest of (``confident_mistakes``), each with its true and
-    predicted letter and the predicted letter's margin over the true one."""
+    predicted letter and the predicted letter's margin over the true one. The images are one
+    mosaic in one axes (``mosaic``): two dozen axes of one image each took six times as long
+    to make and draw."""
     chosen, wrong = confident_mistakes(labels, logits, count)
     columns = 8
-    rows = max(1, math.ceil(len(chosen) / columns))
-    figure, grid = plt.subplots(rows, columns, figsize=(1.45 * columns, 1.75 * rows + 0.7), dpi=120)
-    for axes in np.atleast_1d(grid).ravel():
-        axes.axis("off")
-    for axes, (index, guess, margin) in zip(np.atleast_1d(grid).ravel(), chosen, strict=False):
-        axes.imshow(images[index], cmap="gray", vmin=0, vmax=1)
-        truth = classes[int(labels[index])]
-        axes.set_title(f"{truth} → {classes[guess]}  {margin:.1f}", fontsize=8.5, color="darkred")
+    tiles, tops = mosaic(images[[index for index, _, _ in chosen]], columns)
+    width = 1.45 * columns  # inches; the height follows from the mosaic's shape
+    title_band = 0.6
+    height = title_band + width * tiles.shape[0] / tiles.shape[1]
+    figure = new_figure(figsize=(width, height), dpi=120)
+    axes = figure.add_axes((0, 0, 1, 1 - title_band / figure.get_figheight()))
+    axes.axis("off")
+    if chosen:
+        axes.imshow(tiles, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    for (x, y), (index, guess, margin) in zip(tops, chosen, strict=False):
+        axes.annotate(
+            f"{classes[int(labels[index])]} → {classes[guess]}  {margin:.1f}",
+            (x, y),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8.5,
+            color="darkred",
+        )
     shown = f"the {len(chosen)} surest of {wrong} mistakes" if chosen else "no mistakes"
     figure.suptitle(
         f"{source}\ntrue → predicted, margin ln p(predicted)/p(true): {shown}", fontsize=10
     )
-    figure.tight_layout()
     return figure
+
+
+def mosaic(images: np.ndarray, columns: int) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Square grey images [N, size, size] as one white image, ``columns`` a row, each with a
+    band above it for its caption; and where each caption goes (the middle of its image's top
+    edge, in the mosaic's pixels)."""
+    size = images.shape[-1]
+    gap, band = max(1, round(0.2 * size)), max(2, round(0.3 * size))
+    cell_width, cell_height = size + gap, size + band
+    rows = max(1, math.ceil(len(images) / columns))
+    tiles = np.ones((rows * cell_height, columns * cell_width))
+    tops = []
+    for number, image in enumerate(images):
+        top = (number // columns) * cell_height + band
+        left = (number % columns) * cell_width + gap // 2
+        tiles[top : top + size, left : left + size] = image
+        tops.append((left + size / 2 - 0.5, top - 0.5))
+    return tiles, tops
+
+
+# The t-SNE map's letters, one per image, and its large letters, one per class (points).
+MAP_LETTER_SIZE, CLUSTER_LETTER_SIZE = 8, 18
 
 
 def tsne_map(
     features: torch.Tensor, labels: torch.Tensor, classes: str, source: str, seed: int = 0
 ) -> Figure:
-    """The reference's picture: a 2-D t-SNE map, each point drawn as its letter in its class's
-    colour (CLASS_COLOURS), and each class's letter again, large, on its densest cluster, so
-    that the clusters read."""
-    from sklearn.manifold import TSNE
-
-    points = features.double().cpu().numpy()
-    perplexity = float(min(30.0, max(2.0, (len(points) - 1) / 3)))
-    embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
-    xy = embedded.fit_transform(points)
+    """The reference's picture: a 2-D t-SNE map (``tsne_points``), each point drawn as its
+    letter in its class's colour (CLASS_COLOURS), and each class's letter again, large, on its
+    densest cluster, so that the clusters read."""
+    xy = tsne_points(features, seed)
     label_list = labels.tolist()
-    figure, axes = plt.subplots(figsize=(8, 8), dpi=120)
-    for (x, y), label in zip(xy, label_list, strict=True):
-        axes.text(
-            x,
-            y,
-            classes[label],
-            color=CLASS_COLOURS[label % len(CLASS_COLOURS)],
-            fontsize=8,
-            ha="center",
-            va="center",
-            fontweight="bold",
-            alpha=0.8,
-        )
+    figure = new_figure(figsize=(8, 8), dpi=120)
+    axes = figure.subplots()
+    draw_strings(
+        axes,
+        xy,
+        [classes[label] for label in label_list],
+        [CLASS_COLOURS[label % len(CLASS_COLOURS)] for label in label_list],
+        size=MAP_LETTER_SIZE,
+        weight="bold",
+        alpha=0.8,
+    )
     halo = [patheffects.withStroke(linewidth=3, foreground="white")]
     for label in sorted(set(label_list)):
         axes.text(
             *densest_point(xy[np.asarray(label_list) == label]),
             classes[label],
             color=CLASS_COLOURS[label % len(CLASS_COLOURS)],
-            fontsize=18,
+            fontsize=CLUSTER_LETTER_SIZE,
             ha="center",
             va="center",
             fontweight="bold",
@@ -228,10 +260,75 @@ def tsne_map(
     axes.set_ylim(xy[:, 1].min() - margin[1], xy[:, 1].max() + margin[1])
     axes.set_xticks([])
     axes.set_yticks([])
-    shown = f"t-SNE of the logits of {len(points)} images (large: a letter's densest cluster)"
+    shown = f"t-SNE of the logits of {len(xy)} images (large: a letter's densest cluster)"
     axes.set_title(f"{source}\n{shown}", fontsize=10)
-    figure.tight_layout()
-    return figure
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.93)  # what tight_layout
+    return figure  # makes of a title and no ticks, without its cost
+
+
+# openTSNE's optimisation, shortened from its 250 + 500 iterations: its learning rate
+# (N / exaggeration) settles a map of a few thousand points long before, and a looser
+# Barnes-Hut approximation (theta 0.5 by default) does not show at this size. Measured on
+# scene-letters' 779 test images: a map as good as the 1,000 iterations of scikit-learn's
+# (KL divergence 0.95 against 0.92) in a ninth of the time (docs/performance.md).
+TSNE_SETTINGS = {"early_exaggeration_iter": 75, "n_iter": 125, "theta": 0.8}
+
+
+def tsne_points(features: torch.Tensor, seed: int) -> np.ndarray:
+    """The 2-D t-SNE map of ``features`` [N, D], as [N, 2]: openTSNE's Barnes-Hut t-SNE (at
+    this size faster than its FFT one, whose grid costs the same for any N). One thread, its
+    linear algebra's included: a seed then gives the same map on any machine, and pictures
+    drawn side by side share the cores."""
+    from openTSNE import TSNE  # loads scikit-learn: only when a map is drawn
+    from threadpoolctl import threadpool_limits
+
+    points = features.double().cpu().numpy()
+    perplexity = float(min(30.0, max(2.0, (len(points) - 1) / 3)))
+    with threadpool_limits(1):
+        embedding = TSNE(
+            perplexity=perplexity,
+            initialization="pca",
+            negative_gradient_method="bh",
+            n_jobs=1,
+            random_state=seed,
+            **TSNE_SETTINGS,
+        ).fit(points)
+    return np.asarray(embedding)
+
+
+def draw_strings(
+    axes: Axes,
+    xy: np.ndarray,
+    strings: Sequence[str],
+    colours: Sequence[str],
+    size: float,
+    weight: str = "normal",
+    alpha: float | None = None,
+) -> None:
+    """Short strings centred on points ``xy`` (data coordinates), ``size`` points high and
+    each in its colour, as one collection of outlines: what as many text artists would show,
+    at a fraction of their cost to make and to draw when there are hundreds."""
+    points_to_pixels = Affine2D().scale(1 / 72) + axes.figure.dpi_scale_trans
+    collection = PathCollection(
+        [string_outline(string, size, weight) for string in strings],
+        offsets=xy,
+        offset_transform=axes.transData,
+        transform=points_to_pixels,
+        facecolors=colours,
+        edgecolors="none",
+        alpha=alpha,
+    )
+    axes.add_collection(collection, autolim=False)
+
+
+@functools.cache
+def string_outline(string: str, size: float, weight: str) -> Outline:
+    """The string's outline in matplotlib's font, ``size`` points high, in points, its ink
+    centred on (0, 0). Cached: a process drawing several runs' pictures outlines the same
+    letters and counts each time."""
+    outline = TextPath((0, 0), string, size=size, prop=FontProperties(weight=weight))
+    middle = (outline.vertices.min(axis=0) + outline.vertices.max(axis=0)) / 2
+    return outline.transformed(Affine2D().translate(*-middle))
 
 
 def densest_point(points: np.ndarray, neighbours: int = 5) -> np.ndarray:
@@ -250,9 +347,8 @@ def annotated_predictions(
     """Each input as the model saw it, with its predicted letter and top-3 probabilities."""
     columns = min(4, len(images))
     rows = math.ceil(len(images) / columns)
-    figure, grid = plt.subplots(
-        rows, columns, figsize=(2.6 * columns, 3.3 * rows), dpi=120, squeeze=False
-    )
+    figure = new_figure(figsize=(2.6 * columns, 3.3 * rows), dpi=120)
+    grid = figure.subplots(rows, columns, squeeze=False)
     for axes in grid.ravel():
         axes.axis("off")
     for axes, image, name, row in zip(grid.ravel(), images, names, probabilities, strict=False):
@@ -276,6 +372,11 @@ def annotated_predictions(
     return figure
 
 
+# What a worker of draw_in_parallel imports to draw: this module (torch, matplotlib), t-SNE
+# (scikit-learn) and TensorBoard's writer.
+DRAWING_MODULES = ("letters.reporting.pictures", "openTSNE", "torch.utils.tensorboard")
+
+
 def draw_in_parallel(
     tasks: list[tuple[str, dict[str, Any]]],
     on_done: Callable[[int, BaseException | None], None] | None = None,
@@ -284,17 +385,26 @@ def draw_in_parallel(
 
     Each task is (the run's TensorBoard folder, evaluation_pictures' other arguments): a
     worker writes its images and projector there through its own SummaryWriter, which
-    TensorBoard shows as the same run. Workers start fresh ("spawn"):
-    a forked copy of a process that has run torch's thread pool can hang. Returns each
-    task's error (None when it drew everything): one run's full disk stops no other's.
-    ``on_done(task's index, its error)`` is called here as each task ends, in the order they
-    end, so that a caller can show the progress of a wait that takes a while.
+    TensorBoard shows as the same run. Returns each task's error (None when it drew
+    everything): one run's full disk stops no other's. ``on_done(task's index, its error)``
+    is called here as each task ends, in the order they end, so that a caller can show the
+    progress of a wait that takes a while.
+
+    Workers are forked from a fresh server process (multiprocessing's "forkserver") that has
+    imported what drawing needs (DRAWING_MODULES) once, for the whole sweep: a spawned worker
+    spent 3 s of CPU importing them, more than drawing two runs; and a forked copy of this
+    process, which has run torch's thread pool, can hang. Where there is no forkserver
+    (Windows), each worker starts fresh ("spawn").
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     workers = max(1, min(len(tasks), os.cpu_count() or 1))
-    context = multiprocessing.get_context("spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(DRAWING_MODULES))  # until its server has started
+    else:
+        context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         futures = [pool.submit(_draw_task, task) for task in tasks]
         if on_done is not None:
@@ -354,16 +464,25 @@ def evaluation_pictures(
     }
     paths = {}
     for name, figure in figures.items():
-        png = figure_png(figure)  # rendered once, for the file and for TensorBoard
+        drawn = figure_pixels(figure)  # drawn once, for the file and for TensorBoard
+        png = png_bytes(drawn)
         paths[name] = out_dir / f"{name}.png"
         write_atomically(paths[name], lambda handle, png=png: handle.write(png))
         if writer is not None:
-            with Image.open(io.BytesIO(png)) as image:
-                pixels_rgb = np.asarray(image.convert("RGB"))
-            writer.add_image(f"pictures/{name}", pixels_rgb, step, dataformats="HWC")
+            add_png(writer, f"pictures/{name}", png, drawn.shape, step)
     if writer is not None:
         add_projector(writer, logits, labels, pixels, classes, step)
     return paths
+
+
+def add_png(writer: Any, tag: str, png: bytes, shape: tuple[int, ...], step: int = 0) -> None:
+    """A PNG file's bytes (of RGB pixels of ``shape``) as a TensorBoard image: what
+    ``add_image`` shows, without converting and encoding the pixels again."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    height, width, channels = shape
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png)
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
 def add_projector(
@@ -375,15 +494,49 @@ def add_projector(
     step: int = 0,
 ) -> None:
     """TensorBoard's projector: one point per image, its thumbnail as the sprite, its true and
-    predicted letters as labels, so t-SNE and PCA can be explored interactively."""
+    predicted letters as labels, so t-SNE and PCA can be explored interactively.
+
+    The files are those SummaryWriter.add_embedding writes, where it writes them, but each
+    atomically and the sprite grey and quickly compressed: add_embedding's RGB sprite took a
+    quarter of a run's pictures' time."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    log_dir = Path(writer.get_logdir())
+    folder = f"{step:05d}/logits"
     predicted = features.argmax(dim=1).tolist()
-    metadata = [[classes[t], classes[p]] for t, p in zip(labels.tolist(), predicted, strict=True)]
-    thumbnails = torch.from_numpy(pixels).unsqueeze(1)
-    writer.add_embedding(
-        features.float().cpu(),
-        metadata=metadata,
-        metadata_header=["letter", "predicted"],
-        label_img=thumbnails,
-        global_step=step,
-        tag="logits",
+    metadata = "".join(
+        f"{classes[true]}\t{classes[guess]}\n"
+        for true, guess in zip(labels.tolist(), predicted, strict=True)
     )
+    write_text(log_dir / folder / "metadata.tsv", "letter\tpredicted\n" + metadata)
+    tensors = io.StringIO()
+    np.savetxt(tensors, features.float().cpu().numpy(), fmt="%.9g", delimiter="\t")
+    write_text(log_dir / folder / "tensors.tsv", tensors.getvalue())
+    sprite = png_bytes(sprite_sheet(pixels), compress_level=1)
+    write_atomically(log_dir / folder / "sprite.png", lambda handle: handle.write(sprite))
+    config = ProjectorConfig()
+    embedding = config.embeddings.add(
+        tensor_name=f"logits:{step:05d}",
+        tensor_path=f"{folder}/tensors.tsv",
+        metadata_path=f"{folder}/metadata.tsv",
+    )
+    embedding.sprite.image_path = f"{folder}/sprite.png"
+    embedding.sprite.single_image_dim.extend([pixels.shape[2], pixels.shape[1]])
+    write_text(log_dir / "projector_config.pbtxt", text_format.MessageToString(config))
+
+
+def sprite_sheet(pixels: np.ndarray) -> np.ndarray:
+    """Grey images [N, height, width] in [0, 1] as the projector's sprite: a square grid of
+    them, row by row, black where the grid has no image (uint8)."""
+    count, height, width = pixels.shape
+    side = math.ceil(count**0.5)
+    grid = np.zeros((side * side, height, width), dtype=np.uint8)
+    grid[:count] = (pixels * 255).clip(0, 255)
+    return grid.reshape(side, side, height, width).swapaxes(1, 2).reshape(side * height, -1)
+
+
+def write_text(path: Path, text: str) -> None:
+    """``text`` as a UTF-8 file, atomically."""
+    data = text.encode()
+    write_atomically(path, lambda handle: handle.write(data))
