@@ -27,7 +27,7 @@ from letters.engine.members import (
 from letters.engine.module import LetterClassifier
 from letters.optim import StackedOptimizer
 from letters.runs.jobs import Job
-from letters.runs.stacking import continuing_stacks
+from letters.runs.stacking import stacks_to_train
 from test_signals import LONG, start_and_signal
 
 KEY = MemberCheckpoints.STATE_KEY
@@ -165,7 +165,7 @@ def test_continuing_jobs_stack_by_the_point_their_checkpoints_are_at(
             torch.save(checkpoint, resume)
         jobs.append(Job(OmegaConf.create({"resume": resume and str(resume)}), run_dir))
     with caplog.at_level(logging.INFO, logger="letters.train"):
-        stacks = continuing_stacks(jobs, [0, 1, 2, 3])
+        stacks = stacks_to_train(jobs, [0, 1, 2, 3])
     assert [stack.positions for stack in stacks] == [[3], [0, 1], [2]]
     assert stacks[0].continue_from is None and stacks[2].continue_from is None
     assert stacks[1].continue_from["hyper_parameters"]["members"] == MEMBERS[:2]
@@ -173,7 +173,7 @@ def test_continuing_jobs_stack_by_the_point_their_checkpoints_are_at(
     assert "continuing 2 runs as one stack from their last.ckpt, after epoch 5" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="letters.train"):
-        stacks = continuing_stacks(jobs, [0, 4])
+        stacks = stacks_to_train(jobs, [0, 4])
     assert [stack.positions for stack in stacks] == [[0], [4]]
     assert "jobs 0, 4 cannot continue as one stack: their checkpoints differ in " in caplog.text
 

@@ -41,7 +41,7 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float | BaseExcept
     raise instead.
 
     Jobs that continue from checkpoints of their own (the interrupted jobs of a stack) continue
-    as one stack where their checkpoints are at one point (continuing_stacks); an ensemble run
+    as one stack where their checkpoints are at one point (stacks_to_train); an ensemble run
     that continues (``resume=RUN``) continues on its own (letters.runs.ensembles)."""
     outcomes: dict[int, float | BaseException] = {}
     others = []
@@ -50,7 +50,7 @@ def train_jobs(jobs: list[Job], strict: bool = False) -> list[float | BaseExcept
             outcomes[position] = continue_ensemble(job, strict)
         else:
             others.append(position)
-    for stack in continuing_stacks(jobs, others):
+    for stack in stacks_to_train(jobs, others):
         stacked = [jobs[position] for position in stack.positions]
         alone = strict and len(stack.positions) == len(jobs)
         trained = train_together(stacked, alone, stack.continue_from)
@@ -83,7 +83,7 @@ def train_together(
     ]
 
 
-def continuing_stacks(jobs: list[Job], positions: list[int]) -> list[StackOfJobs]:
+def stacks_to_train(jobs: list[Job], positions: list[int]) -> list[StackOfJobs]:
     """The stacks that ``jobs[positions]`` train in: those that start from the start, one; of
     those that continue from a checkpoint of their own, one for each point (epoch and step)
     their checkpoints are at, continuing from those checkpoints stacked into one. Jobs whose
