@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from letters.common.errors import LettersError
+from letters.common.errors import LettersError, first_line
 from letters.engine.callbacks import MemberCheckpoints
 from letters.engine.checkpoint import read_checkpoint
 from letters.engine.members import CheckpointsDiffer, continues_from_checkpoint, stack_key
@@ -118,17 +118,20 @@ def stacks_to_train(jobs: list[Job], positions: list[int]) -> list[StackOfJobs]:
         try:
             stacked = MemberCheckpoints.stacked([checkpoints[position] for position in at])
         except CheckpointsDiffer as differ:
-            log.warning(
-                "%s cannot continue as one stack: their checkpoints differ in %s; "
-                "each continues on its own",
-                job_names(jobs, at),
-                differ,
-            )
-            alone += at
+            why = f"differ in {differ}"
+        except (KeyError, TypeError, ValueError) as error:  # a checkpoint of another make
+            why = f"cannot be stacked ({type(error).__name__}: {first_line(error)})"
+        else:
+            names = " and ".join(sorted({Path(jobs[p].cfg.resume).name for p in at}))
+            log.info("continuing %d runs as one stack from their %s, %s", len(at), names, point)
+            stacks.append(StackOfJobs(at, stacked))
             continue
-        names = " and ".join(sorted({Path(jobs[position].cfg.resume).name for position in at}))
-        log.info("continuing %d runs as one stack from their %s, %s", len(at), names, point)
-        stacks.append(StackOfJobs(at, stacked))
+        log.warning(
+            "%s cannot continue as one stack: their checkpoints %s; each continues on its own",
+            job_names(jobs, at),
+            why,
+        )
+        alone += at
     return stacks + [StackOfJobs([position]) for position in sorted(alone)]
 
 
