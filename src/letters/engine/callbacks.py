@@ -17,7 +17,7 @@ from pytorch_lightning.callbacks.progress import ProgressBar
 
 from letters.common.compat import dump_checkpoint
 from letters.common.files import write_atomically
-from letters.engine.members import member_checkpoint
+from letters.engine.members import member_checkpoint, stacked_checkpoint
 
 log = logging.getLogger("letters.train")
 
@@ -53,9 +53,24 @@ class MemberCheckpoints(pl.Callback):
     neither is written again. Writes are atomic: a kill mid-save leaves the old file.
     """
 
+    # Where a checkpoint holds this callback's state (Lightning's default key, said once here
+    # because stacking members' checkpoints back into one needs it without an instance).
+    STATE_KEY = "MemberCheckpoints"
+
     def __init__(self, run_dirs: Sequence[str | Path]) -> None:
         self.directories = [Path(run_dir) / "checkpoints" for run_dir in run_dirs]
         self.best_scores: list[float | None] = [None] * len(self.directories)
+
+    @property
+    def state_key(self) -> str:
+        return self.STATE_KEY
+
+    @classmethod
+    def stacked(cls, checkpoints: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The one-member checkpoints this callback wrote (the members' last.ckpt of one
+        point) stacked back into their stack's, which Trainer.fit continues them from as one
+        stack (letters.engine.members.stacked_checkpoint: CheckpointsDiffer if they cannot)."""
+        return stacked_checkpoint(checkpoints, cls.STATE_KEY)
 
     def best_path(self, member: int) -> Path | None:
         path = self.directories[member] / "best.ckpt"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from letters.common.errors import LettersError, first_line
+from letters.common.files import write_atomically
 from letters.engine.members import DEFAULT_MEMBER
 from letters.engine.module import LetterClassifier
 
@@ -32,6 +35,18 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if "members" not in checkpoint["hyper_parameters"]:
         upgrade_single_run(checkpoint)
     return checkpoint
+
+
+@contextmanager
+def checkpoint_file(checkpoint: dict[str, Any], folder: Path) -> Iterator[Path]:
+    """``checkpoint``, made in memory, as a file while the block runs: Lightning's Trainer.fit
+    continues from a checkpoint it reads by path. A hidden file in ``folder``, removed after."""
+    path = folder / ".continued-stack.ckpt"
+    write_atomically(path, lambda handle: torch.save(checkpoint, handle))
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def upgrade_single_run(checkpoint: dict) -> None:

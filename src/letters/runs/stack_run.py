@@ -7,7 +7,8 @@ import logging
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -27,7 +28,7 @@ from letters.engine.callbacks import (
     StepProgressBar,
     ValidateLastEpoch,
 )
-from letters.engine.checkpoint import read_checkpoint
+from letters.engine.checkpoint import checkpoint_file, read_checkpoint
 from letters.engine.members import MEMBER_KEYS, member_settings
 from letters.engine.module import LetterClassifier
 from letters.runs.jobs import Job
@@ -171,10 +172,14 @@ def trainer_settings(cfg: DictConfig) -> dict[str, Any]:
     return settings
 
 
-def fit(stack: StackRun) -> None:
+def fit(stack: StackRun, continue_from: dict[str, Any] | None = None) -> None:
+    """Train the stack, continuing from ``continue_from`` (its members' checkpoints stacked
+    into one: letters.runs.stacking) or, for a stack of one, from its job's ``resume``."""
 
-    resume = stack.jobs[0].cfg.resume
-    if resume:  # only a stack of one resumes: stack_key keeps resume= jobs apart
+    resume = stack.jobs[0].cfg.resume if continue_from is None else None
+    if resume:
+        if len(stack.jobs) > 1:  # each its own checkpoint: letters.runs.stacking stacks them
+            raise ValueError("a stack of several continues from continue_from, not resume")
         # One clear line if it is damaged or too old, before Lightning reads it.
         if "upgraded_from" in read_checkpoint(resume):
             raise LettersError(
@@ -190,12 +195,26 @@ def fit(stack: StackRun) -> None:
             pretrain(stack)
             if stack.interrupted_in_pretraining:
                 return
-        # weights_only: a checkpoint is data; resuming from one must not run code from it.
-        stack.trainer.fit(
-            stack.model, datamodule=stack.data, ckpt_path=resume or None, weights_only=True
-        )
+        with continued_checkpoint(stack, continue_from, resume) as ckpt_path:
+            # weights_only: a checkpoint is data; resuming from one must not run code from it.
+            stack.trainer.fit(
+                stack.model, datamodule=stack.data, ckpt_path=ckpt_path, weights_only=True
+            )
     finally:
         stack.stopper.restore()
+
+
+@contextmanager
+def continued_checkpoint(
+    stack: StackRun, continue_from: dict[str, Any] | None, resume: str | None
+) -> Iterator[str | None]:
+    """The path Lightning continues from: the stacked checkpoint's, written for the fit into
+    the first member's checkpoints folder; else the job's own ``resume``; else none."""
+    if continue_from is None:
+        yield resume or None
+        return
+    with checkpoint_file(continue_from, stack.jobs[0].run_dir / "checkpoints") as path:
+        yield str(path)
 
 
 def pretrain(stack: StackRun) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from letters.data.modules import LetterDataModule
 from letters.runs.jobs import Job, record_failure
 from letters.runs.pruning import trial_judge
@@ -10,17 +12,19 @@ from letters.runs.stack_run import build_stack_run, fit
 
 
 def train_stack(
-    jobs: list[Job], strict: bool = False
+    jobs: list[Job], strict: bool = False, continue_from: dict[str, Any] | None = None
 ) -> tuple[list[float | BaseException], LetterDataModule | None]:
     """Build, fit and record ``jobs`` as one stack. Returns each job's outcome (its score, or
     the TrialPruned of a search's trial that was pruned) and the stack's data (None when the
     stack could not be built), which an ensemble evaluates its joined checkpoint on.
-    ``strict`` (a single run): errors raise instead of being recorded."""
+    ``strict`` (a single run): errors raise instead of being recorded. ``continue_from``: the
+    jobs' checkpoints stacked into one, which the stack continues from (letters.runs.stacking).
+    """
     data = None
     try:
         stack = build_stack_run(jobs, should_prune=trial_judge([job.trial for job in jobs]))
         data = stack.data
-        fit(stack)
+        fit(stack, continue_from)
         return record_stack(stack, strict), data
     except Exception as error:
         if strict:
