@@ -35,14 +35,17 @@ def pictured_run(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     work = tmp_path_factory.mktemp("pictures")
     os.environ["LETTERS_CACHE_DIR"] = str(work / "cache")
-    run_cli("train", "data=list", f"data.root={list_dataset}", *TINY, cwd=work)
+    result = run_cli("train", "data=list", f"data.root={list_dataset}", *TINY, cwd=work)
     (run_dir,) = (work / "outputs" / "runs").iterdir()
+    (run_dir / "console.txt").write_text(result.stdout + result.stderr)
     return run_dir
 
 
 def test_a_run_saves_every_picture(pictured_run: Path) -> None:
     for name in ("learning_curves", "confusion_matrix", "mistakes", "tsne"):
         assert_png(pictured_run / "pictures" / f"{name}.png")
+    # Drawing says nothing of its own: the t-SNE library's notes stay off the console.
+    assert "initialization" not in (pictured_run / "console.txt").read_text()
     assert run_name(pictured_run) == pictured_run.name  # a single run: its folder's name
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -282,6 +283,8 @@ def tsne_points(features: torch.Tensor, seed: int) -> np.ndarray:
     from openTSNE import TSNE  # loads scikit-learn: only when a map is drawn
     from threadpoolctl import threadpool_limits
 
+    # openTSNE says at INFO what it does with its arguments; a run's console is no place for it.
+    logging.getLogger("openTSNE").setLevel(logging.WARNING)
     points = features.double().cpu().numpy()
     perplexity = float(min(30.0, max(2.0, (len(points) - 1) / 3)))
     with threadpool_limits(1):
