@@ -10,7 +10,9 @@ A task function that supports stacking carries an attribute ``stacking`` that fo
    Its ``#N :`` line names only the overrides that set it apart; those every job shares are
    said once, on a line of their own when the launch starts.
 2. The prepared jobs are grouped by ``stacking.key`` (in order of first appearance), each group
-   is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack.
+   is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack
+   (``train_stacks``: here, one after another; submitit_launcher.py's launchers override it to
+   run each stack as a submitit job).
    Meanwhile each job's log file (``train.log``) receives the records about it: those without
    a ``member`` attribute (about the whole stack) and those whose ``member`` is its index in
    the stack; the console shows every record, as the job's logging config would, but those

@@ -171,7 +171,7 @@ class StackedSubmititLauncher(StackedLauncher):
             for key, value in params.items()
         }
         self.executor: Any = None
-        self.where = f"as jobs of submitit's {self.cluster} executor"
+        self.where = f"on submitit's {self.cluster} executor"
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
