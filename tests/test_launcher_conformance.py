@@ -36,12 +36,16 @@ from hydra_plugins.letters_stacked_launcher.stacked_launcher import (
     StackedLauncher,
     stack_logging,
 )
+from hydra_plugins.letters_stacked_launcher.submitit_launcher import (
+    StackedLocalLauncher,
+    StackedSlurmLauncher,
+)
 
 
 def test_discovery() -> None:
-    assert StackedLauncher.__name__ in [
-        plugin.__name__ for plugin in Plugins.instance().discover(Launcher)
-    ]
+    discovered = [plugin.__name__ for plugin in Plugins.instance().discover(Launcher)]
+    for launcher in (StackedLauncher, StackedLocalLauncher, StackedSlurmLauncher):
+        assert launcher.__name__ in discovered
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [("stacked", [])])
@@ -68,13 +72,35 @@ class TestStackedLauncherIntegration(IntegrationTestSuite):
     installed)."""
 
 
+# The same suites for stacked_submitit_local: each job a submitit job, as with Hydra's own
+# submitit_local (plugins/hydra_submitit_launcher/tests/test_submitit_launcher.py).
+SUBMITIT_LOCAL = ["hydra/launcher=stacked_submitit_local", "hydra.launcher.timeout_min=2"]
+
+
+@pytest.mark.parametrize(
+    "launcher_name, overrides", [("stacked_submitit_local", SUBMITIT_LOCAL[1:])]
+)
+class TestStackedSubmititLocalLauncher(LauncherTestSuite):
+    """Hydra's launcher suite for hydra/launcher=stacked_submitit_local."""
+
+
+@pytest.mark.parametrize(
+    "task_launcher_cfg, extra_flags",
+    [({}, ["-m", "hydra/job_logging=hydra_debug", "hydra/job_logging=disabled", *SUBMITIT_LOCAL])],
+)
+class TestStackedSubmititLocalLauncherIntegration(IntegrationTestSuite):
+    """Hydra's integration suite for hydra/launcher=stacked_submitit_local."""
+
+
 def test_plugin_imports_nothing_heavy() -> None:
     """Hydra imports every plugin whenever any Hydra app starts."""
     code = (
         "import sys\n"
         "import hydra_plugins.letters_stacked_launcher.config\n"
         "import hydra_plugins.letters_stacked_launcher.stacked_launcher\n"
-        "heavy = [m for m in ('torch', 'pytorch_lightning', 'letters') if m in sys.modules]\n"
+        "import hydra_plugins.letters_stacked_launcher.submitit_launcher\n"
+        "heavy = ('torch', 'pytorch_lightning', 'letters', 'submitit')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -154,7 +180,11 @@ class FakeStacking:
 
 
 def stacked_sweep(
-    hydra_sweep_runner: TSweepRunner, stacking: FakeStacking, sweep_dir: Path, *overrides: str
+    hydra_sweep_runner: TSweepRunner,
+    stacking: FakeStacking,
+    sweep_dir: Path,
+    *overrides: str,
+    launcher: str = "stacked",
 ) -> Any:
     sweep = hydra_sweep_runner(
         calling_file=None,
@@ -162,7 +192,7 @@ def stacked_sweep(
         task_function=None,
         config_path="configs",
         config_name="compose",
-        overrides=["hydra/launcher=stacked", *overrides],
+        overrides=[f"hydra/launcher={launcher}", *overrides],
         temp_dir=sweep_dir,
     )
     # hydra_sweep_runner hands Hydra this object as the task function.

@@ -180,3 +180,18 @@ def test_a_joblib_job_logs_and_uses_its_share(
         )
         assert (job / "metrics.json").is_file()
     assert os.environ["OMP_NUM_THREADS"] == str(cores)
+
+
+def test_a_stack_job_uses_cpus_per_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hydra/launcher=stacked_submitit_*: a stack's job is one submitit job. Its cpus_per_task
+    is the user's, or under stacked_submitit_local the share of the cores that the launcher
+    gave each of the stacks it started together."""
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    for launcher in ("stacked_submitit_local", "stacked_submitit_slurm"):
+        hydra = job_hydra(f"hydra/launcher={launcher}", "hydra.launcher.cpus_per_task=4")
+        assert threads(hydra, cores=64) == 4
+        assert threads(hydra, cores=64, torch_threads=2) == 2
+    hydra = job_hydra("hydra/launcher=stacked_submitit_slurm")
+    assert threads(hydra, cores=64) == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert threads(hydra, cores=64) == 6

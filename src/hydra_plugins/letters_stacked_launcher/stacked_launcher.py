@@ -10,7 +10,9 @@ A task function that supports stacking carries an attribute ``stacking`` that fo
    Its ``#N :`` line names only the overrides that set it apart; those every job shares are
    said once, on a line of their own when the launch starts.
 2. The prepared jobs are grouped by ``stacking.key`` (in order of first appearance), each group
-   is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack.
+   is cut into stacks of at most ``max_stack`` jobs, and ``stacking.train`` trains each stack
+   (``train_stacks``: here, one after another; submitit_launcher.py's launchers override it to
+   run each stack as a submitit job).
    Meanwhile each job's log file (``train.log``) receives the records about it: those without
    a ``member`` attribute (about the whole stack) and those whose ``member`` is its index in
    the stack; the console shows every record, as the job's logging config would, but those
@@ -37,6 +39,7 @@ before registering it in ``sys.modules``, so its dataclasses must not use string
 (no ``from __future__ import annotations``).
 """
 
+import copy
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -164,35 +167,39 @@ def _copy_settings(source: logging.Handler, target: logging.Handler) -> None:
 @dataclass
 class PreparedJob:
     """A job after phase 1: its number in the sweep, what run_job returned, what
-    ``Stacking.prepare`` made of it, and the logging its task function ran under."""
+    ``Stacking.prepare`` made of it, the logging its task function ran under, and the config
+    ``prepare`` was given (before it changed anything), for a launcher that prepares the job
+    again in another process."""
 
     num: int
     job_return: JobReturn
     job: Any
     logs: LogSetup
+    task_cfg: DictConfig | None = None
 
 
 @contextmanager
-def stack_logging(stack: Sequence[PreparedJob]) -> Iterator[None]:
-    """Route the records emitted while ``stack`` trains: all to the console, each job's to its
-    log files; put the root logger back as it was afterwards."""
+def stack_logging(stack: Sequence[PreparedJob], console: bool = True) -> Iterator[None]:
+    """Route the records emitted while ``stack`` trains: all to the console (unless
+    ``console`` is False: details that a line of the launcher's own sums up), each job's to
+    its log files; put the root logger back as it was afterwards."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
-    console, made = stack[0].logs.console()
+    console_handlers, made = stack[0].logs.console() if console else ([], [])
     files = [handler for i, member in enumerate(stack) for handler in member.logs.files(i)]
     made += files
     for handler in saved_handlers:
         root.removeHandler(handler)
     console_only = ConsoleFilter()
-    for handler in console:
+    for handler in console_handlers:
         handler.addFilter(console_only)
-    for handler in console + files:
+    for handler in console_handlers + files:
         root.addHandler(handler)
     root.setLevel(stack[0].logs.level)
     try:
         yield
     finally:
-        for handler in console:  # a handler reused as it was, e.g. a rich one, is left so
+        for handler in console_handlers:  # one reused as it was, e.g. a rich one, is left so
             handler.removeFilter(console_only)
         for handler in list(root.handlers):
             root.removeHandler(handler)
@@ -219,7 +226,81 @@ def is_score(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def group_stacks(
+    stacking: Stacking, members: list[PreparedJob], max_stack: int
+) -> tuple[list[list[PreparedJob]], list[tuple[PreparedJob, Any]]]:
+    """The stacks: members with equal ``stacking.key`` (groups in order of first appearance)
+    cut into stacks of at most ``max_stack``; and the members whose key failed, each with its
+    value (its recorded failure)."""
+    groups: dict[str, list[PreparedJob]] = {}
+    unkeyed: list[tuple[PreparedJob, Any]] = []
+    for member in members:
+        try:
+            key = stacking.key(member.job)
+        except Exception as error:
+            log.exception(f"job {member.num}: stacking.key failed")
+            unkeyed.append((member, record_failures(stacking, [member], error)[0]))
+            continue
+        groups.setdefault(key, []).append(member)
+    stacks = [
+        group[start : start + max_stack]
+        for group in groups.values()
+        for start in range(0, len(group), max_stack)
+    ]
+    return stacks, unkeyed
+
+
+def job_numbers(stack: Sequence[PreparedJob]) -> str:
+    return ",".join(str(member.num) for member in stack)
+
+
+def train_stack(stacking: Stacking, stack: list[PreparedJob]) -> list[Any]:
+    """Train ``stack`` in this process: each member's value, its score or the exception it
+    ends with; a stack that fails as a whole (a bug) gets each member's recorded failure."""
+    log.info(f"stack of {len(stack)}: jobs {job_numbers(stack)}")
+    first = stack[0].job_return.hydra_cfg
+    assert first is not None
+    HydraConfig.instance().cfg = first  # type: ignore[assignment]
+    with stack_logging(stack), env_override(first.hydra.job.env_set):
+        try:
+            values = list(stacking.train([member.job for member in stack]))
+            if len(values) != len(stack):
+                raise RuntimeError(
+                    f"stacking.train returned {len(values)} values for {len(stack)} jobs"
+                )
+        except Exception as error:
+            log.exception(f"stack of {len(stack)} (jobs {job_numbers(stack)}) failed")
+            return record_failures(stacking, stack, error)
+    return values
+
+
+def record_failures(
+    stacking: Stacking, members: Sequence[PreparedJob], error: BaseException
+) -> list[Any]:
+    """Each job's value is the score the app records for its failure; a job whose failure
+    cannot even be recorded fails with that error, as Hydra's basic launcher fails a job that
+    raised."""
+    values: list[Any] = []
+    for member in members:
+        try:
+            values.append(stacking.record_failure(member.job, error))
+        except Exception as unrecorded:
+            log.exception(f"job {member.num}: stacking.record_failure failed")
+            values.append(unrecorded)
+    return values
+
+
+def settle(job_return: JobReturn, value: Any) -> None:
+    """Put a job's value into its JobReturn: an exception fails the job with it, as a task
+    function that raised it would (a sweeper reads it from there, e.g. optuna.TrialPruned)."""
+    job_return.return_value = value
+    failed = isinstance(value, BaseException)
+    job_return.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
+
+
 class StackedLauncher(Launcher):
+    where = "locally"  # how the launch line says where the jobs run
+
     def __init__(self, max_stack: int = 64) -> None:
         if isinstance(max_stack, bool) or not isinstance(max_stack, int) or max_stack < 1:
             raise ValueError(f"hydra.launcher.max_stack={max_stack!r}: must be an integer >= 1")
@@ -258,7 +339,8 @@ class StackedLauncher(Launcher):
                 task_function = self.task_function
                 return self.run_jobs(job_overrides, initial_job_idx, lambda _: task_function)
             log.info(
-                f"Launching {len(job_overrides)} jobs locally, stacked (max_stack={self.max_stack})"
+                f"Launching {len(job_overrides)} jobs {self.where}, stacked "
+                f"(max_stack={self.max_stack})"
             )
             self.log_shared_overrides(job_overrides)
             return self.launch_stacked(stacking, job_overrides, initial_job_idx)
@@ -311,11 +393,13 @@ class StackedLauncher(Launcher):
     ) -> list[JobReturn]:
         assert self.task_function is not None
         logs: dict[int, LogSetup] = {}
+        configs: dict[int, DictConfig] = {}
 
         def task_for(position: int) -> TaskFunction:
             @functools.wraps(self.task_function)  # type: ignore[arg-type]
             def prepare(task_cfg: DictConfig) -> Any:
                 logs[position] = LogSetup.capture()
+                configs[position] = copy.deepcopy(task_cfg)
                 return stacking.prepare(task_cfg)
 
             return prepare
@@ -324,7 +408,7 @@ class StackedLauncher(Launcher):
         runs = self.run_jobs(job_overrides, initial_job_idx, task_for)
 
         # Phase 2: group the prepared jobs and train each stack.
-        groups: dict[str, list[PreparedJob]] = {}
+        members: list[PreparedJob] = []
         for position, job_return in enumerate(runs):
             if job_return.status != JobStatus.COMPLETED:
                 continue  # prepare raised
@@ -333,55 +417,24 @@ class StackedLauncher(Launcher):
                 continue
             if is_score(job_return.return_value):
                 continue  # its score: a failure prepare recorded, or a job that ran before
-            member = PreparedJob(
-                initial_job_idx + position, job_return, job_return.return_value, logs[position]
+            members.append(
+                PreparedJob(
+                    initial_job_idx + position,
+                    job_return,
+                    job_return.return_value,
+                    logs[position],
+                    configs[position],
+                )
             )
-            try:
-                key = stacking.key(member.job)
-            except Exception as error:
-                log.exception(f"job {member.num}: stacking.key failed")
-                self.record_failures(stacking, [member], error)
-                continue
-            groups.setdefault(key, []).append(member)
-        for group in groups.values():
-            for start in range(0, len(group), self.max_stack):
-                self.train_stack(stacking, group[start : start + self.max_stack])
-        # Phase 3: train_stack has put each job's value into its JobReturn.
+        stacks, unkeyed = group_stacks(stacking, members, self.max_stack)
+        for member, value in unkeyed:
+            settle(member.job_return, value)
+        self.train_stacks(stacking, stacks)
+        # Phase 3: train_stacks has put each job's value into its JobReturn.
         return runs
 
-    def train_stack(self, stacking: Stacking, stack: list[PreparedJob]) -> None:
-        nums = ",".join(str(member.num) for member in stack)
-        log.info(f"stack of {len(stack)}: jobs {nums}")
-        first = stack[0].job_return.hydra_cfg
-        assert first is not None
-        HydraConfig.instance().cfg = first  # type: ignore[assignment]
-        with stack_logging(stack), env_override(first.hydra.job.env_set):
-            try:
-                values = list(stacking.train([member.job for member in stack]))
-                if len(values) != len(stack):
-                    raise RuntimeError(
-                        f"stacking.train returned {len(values)} values for {len(stack)} jobs"
-                    )
-            except Exception as error:
-                log.exception(f"stack of {len(stack)} (jobs {nums}) failed")
-                self.record_failures(stacking, stack, error)
-                return
-        for member, value in zip(stack, values, strict=True):
-            member.job_return.return_value = value
-            failed = isinstance(value, BaseException)
-            member.job_return.status = JobStatus.FAILED if failed else JobStatus.COMPLETED
-
-    @staticmethod
-    def record_failures(
-        stacking: Stacking, members: list[PreparedJob], error: BaseException
-    ) -> None:
-        """Each job's score is what the app records for it; a job whose failure cannot even
-        be recorded fails as Hydra's basic launcher fails a job that raised."""
-        for member in members:
-            try:
-                member.job_return.return_value = stacking.record_failure(member.job, error)
-                member.job_return.status = JobStatus.COMPLETED
-            except Exception as unrecorded:
-                log.exception(f"job {member.num}: stacking.record_failure failed")
-                member.job_return.return_value = unrecorded
-                member.job_return.status = JobStatus.FAILED
+    def train_stacks(self, stacking: Stacking, stacks: list[list[PreparedJob]]) -> None:
+        """Train the stacks here, one after another, and settle each job's value."""
+        for stack in stacks:
+            for member, value in zip(stack, train_stack(stacking, stack), strict=True):
+                settle(member.job_return, value)

@@ -9,7 +9,10 @@ cores another job holds): on two cores, 3-epoch jobs of 1.5 s took 12 to 17 s ea
   -2: all cores but one, as joblib counts them), fewer jobs when the sweep's batch is smaller;
 - ``hydra/launcher=submitit_local`` or ``submitit_slurm``: ``hydra.launcher.cpus_per_task``
   when set (under SLURM also ``$SLURM_CPUS_PER_TASK``), else ``cores // jobs`` where the number
-  of jobs started together can be read from the sweep (basic and Optuna sweepers), else 1.
+  of jobs started together can be read from the sweep (basic and Optuna sweepers), else 1;
+- ``hydra/launcher=stacked_submitit_local`` or ``stacked_submitit_slurm`` (a stack per job):
+  the same, a stack's job being one job; ``stacked_submitit_local`` sets ``cpus_per_task`` of
+  the stacks it starts together to their share of the cores when it is not set.
 
 The launcher's config is the job's own Hydra config (``HydraConfig.get().launcher``): every
 launcher composes it into each job.
@@ -81,13 +84,15 @@ def threads_and_reason(
         if at_once <= 1:
             return None, "joblib runs one job at a time: torch's default"
         return share(cores, at_once), f"joblib runs {at_once} jobs at once on {cores} cores"
-    if "hydra_submitit_launcher" in target:
-        name = "submitit_slurm" if kind == "SlurmLauncher" else "submitit_local"
+    stacked_submitit = STACKED_SUBMITIT in target
+    if "hydra_submitit_launcher" in target or stacked_submitit:
+        name = "submitit_slurm" if kind.endswith("SlurmLauncher") else "submitit_local"
+        name = f"stacked_{name}" if stacked_submitit else name
         per_task = launcher.get("cpus_per_task")
         if per_task:
             return int(per_task), f"hydra.launcher.cpus_per_task={per_task}"
         slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-        if name == "submitit_slurm" and slurm.isdigit() and int(slurm) > 0:
+        if name.endswith("submitit_slurm") and slurm.isdigit() and int(slurm) > 0:
             return int(slurm), f"SLURM_CPUS_PER_TASK={slurm}"
         if name == "submitit_local":
             batch = sweep_batch_size(hydra)
@@ -105,8 +110,10 @@ def threads_and_reason(
     return None, f"launcher {target or '?'} is not known to run jobs side by side: torch's default"
 
 
-# Launchers that run a sweep's jobs side by side, each in its own process.
-PARALLEL_LAUNCHERS = ("hydra_joblib_launcher", "hydra_submitit_launcher")
+# The stacked launcher's submitit twins (hydra/launcher=stacked_submitit_local, _slurm).
+STACKED_SUBMITIT = "letters_stacked_launcher.submitit_launcher"
+# Launchers that run a sweep's jobs (or stacks) side by side, each in its own process.
+PARALLEL_LAUNCHERS = ("hydra_joblib_launcher", "hydra_submitit_launcher", STACKED_SUBMITIT)
 
 
 def runs_beside_others(hydra: Any = None) -> bool:
