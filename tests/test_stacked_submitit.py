@@ -21,9 +21,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.test_utils.test_utils import TSweepRunner
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+from omegaconf import OmegaConf
 
 from conftest import list_data, run_sweep
 from hydra_plugins.letters_stacked_launcher.config import StackedLocalConf, StackedSlurmConf
+from letters.common.records import FAILED_SCORE, Status, write_record
 from test_launcher_conformance import FakeJob, FakeStacking, engine_log, stacked_sweep
 from test_signals import start_and_signal, submitit_task
 
@@ -242,3 +244,22 @@ def test_a_signalled_stack_job_is_requeued_and_continues_as_one_stack(
         uninterrupted = json.loads((whole.folder / job / "metrics.json").read_text())
         for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
             assert requeued[key] == uninterrupted[key], (job, key)
+
+
+@pytest.mark.parametrize("status", [Status.PRUNED, Status.DIVERGED, Status.FINISHED])
+def test_a_requeued_stack_keeps_how_its_ended_runs_ended(
+    status: Status, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that was pruned or diverged before submitit's signal (or a run the job had
+    finished) is recorded with the scheduler job's id: the requeue of that job keeps its end
+    instead of training it again from the start; another scheduler job does not claim it."""
+    from letters.runs import resume
+
+    monkeypatch.setattr(resume, "scheduler_job_id", lambda: "41")
+    monkeypatch.setattr(resume, "trial_of_current_job", lambda: None)
+    write_record(tmp_path, {"status": status, "val_acc": 0.5, **resume.scheduler_stamp()})
+    assert resume.requeued_job(tmp_path)
+    outcome = resume.continue_sweep_job(OmegaConf.create({"resume": True}), tmp_path, [])
+    assert outcome == (0.5 if status is Status.FINISHED else FAILED_SCORE)
+    monkeypatch.setattr(resume, "scheduler_job_id", lambda: "42")
+    assert not resume.requeued_job(tmp_path)

@@ -75,7 +75,7 @@ class RunRecord(TypedDict, total=False):
     signal: str  # interrupted: the signal's name
     epochs: int  # interrupted: the epochs the run was to train
     resume: str | None  # interrupted: the command that continues it (None: start again)
-    scheduler_job_id: str  # interrupted under submitit: its requeue continues the run
+    scheduler_job_id: str  # under submitit, the job that wrote it: its requeue continues the run
     ensemble: int  # an ensemble run: its number of members
     members_in_checkpoint: int
     members: list[MemberSummary]

@@ -36,7 +36,7 @@ from letters.engine.evaluate import Predictions, predict_split
 from letters.reporting.pictures import evaluation_pictures, run_name
 from letters.runs.jobs import Job, multirun, record_failure
 from letters.runs.recording import flat_params, print_summary
-from letters.runs.resume import read_run_config
+from letters.runs.resume import read_run_config, scheduler_stamp
 from letters.runs.trackers import RunTrackers
 from letters.runs.training import train_stack
 
@@ -217,6 +217,7 @@ def ensemble_record(
         "predicted_classes": int(test.predicted.unique().numel()),
         "best_checkpoint": "checkpoints/best.ckpt",
         "members": summaries,
+        **scheduler_stamp(),
     }
 
 

@@ -31,7 +31,7 @@ def prepare_job(cfg: DictConfig) -> Job | float | BaseException:
     overrides = list(hydra_cfg.overrides.task)
     try:
         if multirun() and not cfg.get("resume") and requeued_job(run_dir):
-            log.info("%s: requeued after an interruption; continuing from last.ckpt", run_dir)
+            log.info("%s: requeued after an interruption; continuing where it stood", run_dir)
             cfg.resume = True
         if cfg.get("resume") is True:
             if not multirun():

@@ -29,7 +29,7 @@ from letters.engine.evaluate import Predictions, predict_members
 from letters.reporting.pictures import draw_in_parallel, evaluation_pictures, run_name
 from letters.runs.jobs import multirun
 from letters.runs.pruning import is_pruned, pruned_outcome
-from letters.runs.resume import scheduler_job_id
+from letters.runs.resume import scheduler_job_id, scheduler_stamp
 from letters.runs.stack_run import StackRun
 
 log = logging.getLogger("letters.train")
@@ -271,8 +271,8 @@ def interrupted_record(
     record.update(
         signal=stopped_by.name, epochs=job.cfg.epochs, resume=None if pretraining else command
     )
-    if job_id is not None:
-        record["scheduler_job_id"] = job_id  # a requeue of this job continues the run
+    if job_id is None:  # stopped before a checkpoint: a requeue starts it over
+        record.pop("scheduler_job_id", None)
     return record
 
 
@@ -292,6 +292,7 @@ def member_record(stack: StackRun, member: int, status: Status) -> RunRecord:
         "run_dir": str(job.run_dir),
         "stack_size": len(stack.jobs),
     }
+    record.update(scheduler_stamp())
     if diverged is not None:
         record.update(diverged_epoch=diverged[0], diverged_step=diverged[1])
     if pruned is not None:

@@ -40,10 +40,19 @@ def scheduler_job_id() -> str | None:
     return str(submitit.JobEnvironment().job_id)
 
 
+def scheduler_stamp() -> dict[str, str]:
+    """What a run's record says of the scheduler job that wrote it (nothing outside submitit):
+    a requeue of that job then knows the run, to continue it or keep how it ended."""
+    job_id = scheduler_job_id()
+    return {} if job_id is None else {"scheduler_job_id": job_id}
+
+
 def requeued_job(run_dir: Path) -> bool:
     """Whether this job is submitit's requeue of one a signal interrupted: its directory holds
-    the interrupted run that this very scheduler job left. It then continues from its
-    last.ckpt without anyone typing anything (resume=true does the same for a whole sweep)."""
+    a record that this very scheduler job wrote. An interrupted run then continues from its
+    last.ckpt without anyone typing anything, and one that ended before the signal (a stack's
+    member pruned or diverged, a stack of the same job that finished) keeps its outcome, as
+    resume=true does for a whole sweep."""
     job_id = scheduler_job_id()
     if job_id is None:
         return False
@@ -51,11 +60,7 @@ def requeued_job(run_dir: Path) -> bool:
         record = read_record(run_dir)
     except RecordError:
         return False
-    return (
-        record is not None
-        and status_of(record) is Status.INTERRUPTED
-        and record.get("scheduler_job_id") == job_id
-    )
+    return record is not None and record.get("scheduler_job_id") == job_id
 
 
 def continue_sweep_job(
