@@ -894,3 +894,21 @@ def test_general_path_where_the_fused_kernel_does_not_run(
     assert general._fast_path is None
     for param, general_param in zip(params, general_params, strict=True):
         assert torch.equal(param, general_param)
+
+
+@pytest.mark.parametrize(("kind", "threads", "fused"), [("sgd", 1, True), ("sgd", 2, False)])
+def test_sgd_on_several_cpu_threads_takes_the_path_that_uses_them(
+    kind: str, threads: int, fused: bool
+) -> None:
+    """SGD's fused kernel runs member by member on one thread: with several CPU threads the
+    fast path's whole-stack operations are the faster (StackedOptimizer._take_step). Adam
+    keeps its fused kernel either way."""
+    torch.set_num_threads(threads)  # the autouse fixture puts it back
+    sgd, adam = make(kind), make("adam")
+    for optimizer in (sgd, adam):
+        for param in optimizer.param_groups[0]["params"]:
+            param.grad = torch.ones_like(param)
+        optimizer.step()
+        optimizer.step()
+    assert isinstance(sgd._fast_path, FusedStep) == fused
+    assert isinstance(adam._fast_path, FusedStep)
