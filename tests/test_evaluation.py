@@ -1,10 +1,8 @@
 """A stack's test in one pass: its members' best checkpoints stacked into one model predict the
 test split as each checkpoint alone does (letters.test's way).
 
-Each member computes its own matrix products (``member_logits(each_alone=True)``), the shapes
-it computes alone. Measured (torch 2.14, CPU): bit for bit at the momentum table's sizes and
-its 779 test images; at other batch sizes the first layer's batched product may round a few
-ulps otherwise than a single one, hence a tolerance here, and equal predictions."""
+Each member is computed on its own rows of every weight (``member_logits(each_alone=True)``),
+the very products its checkpoint alone computes: bit for bit the same logits."""
 
 from __future__ import annotations
 
@@ -72,13 +70,11 @@ def test_one_pass_gives_each_member_what_its_checkpoint_alone_gives(
     assert len(together) == len(chosen)
     for path, predictions in zip(chosen, together, strict=True):
         alone = predict_split(load_classifier(path), inputs, labels, batch_size=128)
-        # Rounding only: a few ulps of the first layer's sums, carried through the others.
-        scale = float(alone.logits.abs().max())
-        torch.testing.assert_close(predictions.logits, alone.logits, rtol=0, atol=1e-4 * scale)
+        assert torch.equal(predictions.logits, alone.logits)
         assert torch.equal(predictions.predicted, alone.predicted)
         assert torch.equal(predictions.labels, alone.labels)
         assert predictions.accuracy == alone.accuracy
-        assert predictions.loss == pytest.approx(alone.loss, rel=1e-6)
+        assert predictions.loss == alone.loss
 
 
 def test_checkpoints_that_cannot_share_a_pass_are_refused(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.strategies import SingleDeviceStrategy
 from pytorch_lightning.utilities.model_helpers import is_overridden
+from torch.func import functional_call
 
 from letters.common.compat import count_optimizer_steps
 from letters.common.records import percent
@@ -162,9 +163,9 @@ class LetterClassifier(pl.LightningModule):
         probabilities averaged over them.
 
         ``each_alone``: each member computes bit for bit what it computes in a stack of one
-        (its own matrix products, on the images expanded to a batch per member), where the
-        shared batch's one product against all members' rows rounds otherwise; for an
-        evaluation that must give what each member's own checkpoint gives."""
+        (the model called on its own rows of every weight), where the shared batch's one
+        product against all members' rows rounds otherwise; for an evaluation that must give
+        what each member's own checkpoint gives."""
         views = inputs
         if self.test_time_shift:
             views = shifted_views(views, self.norm_size, self.test_time_shift)
@@ -172,8 +173,17 @@ class LetterClassifier(pl.LightningModule):
             views = torch.cat([views, -views])
         count = len(views) // len(inputs)
         if each_alone:
-            views = views.flatten(1).expand(len(self.rows), -1, -1)
-        logits = self.model(views)
+            weights = dict(self.model.named_parameters())
+            logits = torch.cat(
+                [
+                    functional_call(
+                        self.model, {name: w[k : k + 1] for name, w in weights.items()}, (views,)
+                    )
+                    for k in range(len(self.rows))
+                ]
+            )
+        else:
+            logits = self.model(views)
         if count == 1:
             return logits
         # log(mean of probabilities over the views), finite where one underflows to 0.
