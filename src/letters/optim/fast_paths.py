@@ -84,9 +84,21 @@ class MemberViews(NamedTuple):
     state_views: tuple[tuple[Tensor, ...], ...]  # one tuple of K views per state tensor
 
 
-def by_member(per_parameter: list[tuple[Tensor, ...]]) -> zip:
-    """Each parameter's K member views -> each member's views of the parameters, in order."""
-    return zip(*per_parameter, strict=True)
+def member_slices(grads: list[Tensor], views: list[MemberViews]) -> zip:
+    """Each member's slices, member after member: (its parameters, its gradients, then its
+    views of each state tensor in ``FusedStep.state_names`` order), each a tuple over the
+    parameters, from each parameter's K views."""
+
+    def by_member(per_parameter: list[tuple[Tensor, ...]]) -> zip:
+        return zip(*per_parameter, strict=True)
+
+    states = len(views[0].state_views)
+    return zip(
+        by_member([known.param for known in views]),
+        by_member([grad.unbind(0) for grad in grads]),
+        *(by_member([known.state_views[i] for known in views]) for i in range(states)),
+        strict=True,
+    )
 
 
 class FusedStep(ABC):
@@ -257,13 +269,7 @@ class FusedSGD(FusedStep):
         first: bool,
     ) -> None:
         kernel = self.kernel
-        # Each member's slices: its parameters, gradients and momentum buffers.
-        members = zip(
-            by_member([known.param for known in views]),
-            by_member([grad.unbind(0) for grad in grads]),
-            by_member([known.state_views[0] for known in views]),
-            strict=True,
-        )
+        members = member_slices(grads, views)
         for k, (member_params, member_grads, buffers) in enumerate(members):
             momentum = self.momenta[k] if cycled is None else cycled
             kernel(
@@ -336,13 +342,7 @@ class FusedAdam(FusedStep):
         torch._foreach_add_([known.state[2] for known in views], [increments] * len(params))
         beta1 = self.beta1 if cycled is None else cycled
         kernel = self.kernel
-        # Each member's slices: parameters, gradients, exp_avgs, exp_avg_sqs, step counters.
-        members = zip(
-            by_member([known.param for known in views]),
-            by_member([grad.unbind(0) for grad in grads]),
-            *(by_member([known.state_views[i] for known in views]) for i in range(3)),
-            strict=True,
-        )
+        members = member_slices(grads, views)
         for k, (member_params, member_grads, exp_avgs, exp_avg_sqs, steps) in enumerate(members):
             kernel(
                 member_params,
