@@ -170,17 +170,23 @@ def submitit_task(sweep: Path) -> int:
     raise AssertionError(f"no submitit task for {sweep}")
 
 
-def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
-    list_dataset: Path, tmp_path: Path, cache_dir: Path
-) -> None:
-    """SIGUSR2 is what submitit sends before a time limit or on preemption: the job stops at
-    the end of an epoch, submitit requeues it, and the requeued job continues from its own
-    last.ckpt by itself, ending exactly as a job never interrupted."""
-    # One thread in both runs: the same sums in the same order (submitit jobs get their share
-    # of the cores by default, a run alone all of them).
-    run = ["epochs=800", "val_interval=1000", "batch_size=16", "pictures=false", "torch_threads=1"]
-    run.append("seed=1,2")
-    args = ["-m", *list_data(list_dataset), *run, "hydra/launcher=submitit_local"]
+# Two long jobs on one thread each: the same sums in the same order as a run never stopped
+# (submitit jobs get their share of the cores by default, a run alone all of them).
+REQUEUED_RUN = [
+    "epochs=800",
+    "val_interval=1000",
+    "batch_size=16",
+    "pictures=false",
+    "torch_threads=1",
+    "seed=1,2",
+]
+
+
+def preempt_submitit_sweep(list_dataset: Path, tmp_path: Path, launcher: str) -> Path:
+    """Run REQUEUED_RUN through a submitit ``launcher`` and send SIGUSR2 to the process of its
+    (first) job once it trains, as a scheduler does before a time limit or a preemption; the
+    sweep must then end well. Its folder."""
+    args = ["-m", *list_data(list_dataset), *REQUEUED_RUN, f"hydra/launcher={launcher}"]
     args += ["hydra.launcher.timeout_min=10", "hydra.sweep.dir=outputs/sweeps/requeued"]
     sweep = tmp_path / "outputs" / "sweeps" / "requeued"
     result = start_and_signal(
@@ -192,12 +198,22 @@ def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
         pause=0.5,
     )
     assert result.returncode == 0, result.stdout
+    return sweep
+
+
+def test_a_preempted_submitit_job_is_requeued_and_continues_from_last_ckpt(
+    list_dataset: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """SIGUSR2 is what submitit sends before a time limit or on preemption: the job stops at
+    the end of an epoch, submitit requeues it, and the requeued job continues from its own
+    last.ckpt by itself, ending exactly as a job never interrupted."""
+    sweep = preempt_submitit_sweep(list_dataset, tmp_path, "submitit_local")
     text = (sweep / "0" / "train.log").read_text()
     assert "SIGUSR2 received" in text and "requeued after an interruption" in text
     requeued = json.loads((sweep / "0" / "metrics.json").read_text())
     assert requeued["status"] == "finished" and requeued["epochs_completed"] == 800
     # Uninterrupted, the same job ends with the same numbers.
-    single = run_training(tmp_path, *run[:-1], "seed=1", data=list_dataset).folder
+    single = run_training(tmp_path, *REQUEUED_RUN[:-1], "seed=1", data=list_dataset).folder
     uninterrupted = json.loads((single / "metrics.json").read_text())
     for key in ("val_acc", "best_val_acc", "test_acc", "train_loss"):
         assert requeued[key] == uninterrupted[key], key

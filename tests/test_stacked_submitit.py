@@ -23,11 +23,11 @@ from hydra.test_utils.test_utils import TSweepRunner
 from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
 from omegaconf import OmegaConf
 
-from conftest import list_data, run_sweep
+from conftest import run_sweep
 from hydra_plugins.letters_stacked_launcher.config import StackedLocalConf, StackedSlurmConf
 from letters.common.records import FAILED_SCORE, Status, write_record
 from test_launcher_conformance import FakeJob, FakeStacking, engine_log, stacked_sweep
-from test_signals import start_and_signal, submitit_task
+from test_signals import REQUEUED_RUN, preempt_submitit_sweep
 
 TESTS = Path(__file__).resolve().parent
 
@@ -219,21 +219,10 @@ def test_a_signalled_stack_job_is_requeued_and_continues_as_one_stack(
     """SIGUSR2, submitit's signal before a time limit or a preemption, to the stack's job:
     the stack stops at the end of an epoch, submitit requeues the job, and the requeued job
     continues both members as one stack, ending with the numbers of a stack never stopped."""
-    run = ["epochs=800", "val_interval=1000", "batch_size=16", "pictures=false", "torch_threads=1"]
-    run.append("seed=1,2")
-    args = ["-m", *list_data(list_dataset), *run, "hydra/launcher=stacked_submitit_local"]
-    args += ["hydra.launcher.timeout_min=10", "hydra.sweep.dir=outputs/sweeps/requeued"]
-    sweep = tmp_path / "outputs" / "sweeps" / "requeued"
-    result = start_and_signal(
-        args,
-        tmp_path,
-        signal.SIGUSR2,
-        log=sweep / "0" / "train.log",
-        target=lambda: submitit_task(sweep),
-        pause=0.5,
+    sweep = preempt_submitit_sweep(list_dataset, tmp_path, "stacked_submitit_local")
+    whole = run_sweep(
+        tmp_path / "whole", *REQUEUED_RUN, "hydra/launcher=stacked", data=list_dataset
     )
-    assert result.returncode == 0, result.stdout
-    whole = run_sweep(tmp_path / "whole", *run, "hydra/launcher=stacked", data=list_dataset)
     for job in ("0", "1"):
         text = (sweep / job / "train.log").read_text()
         assert "SIGUSR2 received" in text
