@@ -40,19 +40,43 @@ class TensorBatches:
 
 
 class Chunk(NamedTuple):
-    """``steps`` consecutive mini-batches of every member: inputs [K, rows, features], labels
-    [K, rows]. The training step cuts it into mini-batches of ``batch_size`` rows (the last one
-    of an epoch may be shorter)."""
+    """``steps`` consecutive mini-batches of every member: the split's inputs ``source``
+    [N, features], the rows each member takes ``rows`` [K, rows] and their labels [K, rows].
+    The training step cuts it into mini-batches of ``batch_size`` rows (the last one of an
+    epoch may be shorter).
 
-    inputs: torch.Tensor
+    A mini-batch's images are gathered when its step comes (``mini_batches``), not the whole
+    chunk's at once: a stack of 15 then reads a step's 480 KB while they are in the cache
+    instead of copying every chunk's megabytes out to memory and back (``inputs`` gathers
+    the chunk at once, for what changes the images first: augmentation)."""
+
+    source: torch.Tensor
+    rows: torch.Tensor
     labels: torch.Tensor
     batch_size: int
 
-    def mini_batches(self, inputs: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(inputs, labels) of each mini-batch, for ``inputs`` = this chunk's (augmented)."""
+    @property
+    def inputs(self) -> torch.Tensor:
+        """The chunk's images [K, rows, features], gathered in one copy."""
+        return gather(self.source, self.rows)
+
+    def mini_batches(
+        self, inputs: torch.Tensor | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, labels) of each mini-batch: gathered step by step from ``source``, or cut
+        from ``inputs``, this chunk's images as the caller changed them (augmented)."""
         for start in range(0, self.labels.shape[1], self.batch_size):
             end = start + self.batch_size
-            yield inputs[:, start:end], self.labels[:, start:end]
+            if inputs is None:
+                yield gather(self.source, self.rows[:, start:end]), self.labels[:, start:end]
+            else:
+                yield inputs[:, start:end], self.labels[:, start:end]
+
+
+def gather(source: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``source``'s rows at ``rows`` [K, n], as [K, n, features]; index_select is several times
+    faster here than advanced indexing (source[rows])."""
+    return source.index_select(0, rows.reshape(-1)).view(*rows.shape, source.shape[1])
 
 
 class MemberBatches:
@@ -96,11 +120,9 @@ class MemberBatches:
         orders = self.orders(self.epoch())
         members = len(self.seeds)
         for start in range(0, len(self.labels), self.rows_per_chunk):
-            rows = orders[:, start : start + self.rows_per_chunk].reshape(-1)
-            # index_select is several times faster here than advanced indexing (inputs[rows]).
-            inputs = self.inputs.index_select(0, rows).view(members, -1, self.inputs.shape[1])
-            labels = self.labels.index_select(0, rows).view(members, -1)
-            yield Chunk(inputs, labels, self.batch_size)
+            rows = orders[:, start : start + self.rows_per_chunk]
+            labels = self.labels.index_select(0, rows.reshape(-1)).view(members, -1)
+            yield Chunk(self.inputs, rows, labels, self.batch_size)
 
 
 class LetterDataModule(pl.LightningDataModule):

@@ -221,12 +221,12 @@ class LetterClassifier(pl.LightningModule):
 
     def training_step(self, chunk: Chunk, batch_index: int) -> None:
         """One optimizer step of every member per mini-batch of the chunk."""
-        inputs = chunk.inputs
+        inputs = None  # each mini-batch gathered when its step comes
         if self.augment is not None:
             inputs = torch.stack(
                 [
-                    self.augment(inputs[member], self.norm_size, generator)
-                    for member, generator in enumerate(self.augment_generators)
+                    self.augment(images, self.norm_size, generator)
+                    for images, generator in zip(chunk.inputs, self.augment_generators, strict=True)
                 ]
             )
         optimizer = self.optimizers()
