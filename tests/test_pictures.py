@@ -193,3 +193,58 @@ def test_the_sprite_holds_each_thumbnail_row_by_row() -> None:
     for number in range(5):
         assert (cells[number] == int(255 * (number + 1) / 8)).all()
     assert not cells[5:].any()  # black where the grid has no image
+
+
+def test_picture_workers_start_with_what_drawing_imports_loaded() -> None:
+    """A stack's picture workers come from a server started once (a sweep starts it while it
+    prepares its jobs): they begin drawing with torch, matplotlib, openTSNE and TensorBoard
+    imported, instead of spending seconds importing them."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from letters.reporting.picture_workers import (
+        DRAWING_MODULES,
+        picture_context,
+        start_picture_server,
+    )
+
+    start_picture_server()
+    start_picture_server()  # once is enough; again changes nothing
+    with ProcessPoolExecutor(1, mp_context=picture_context()) as pool:
+        loaded = pool.submit(eval, "sorted(__import__('sys').modules)").result()
+    assert set(DRAWING_MODULES) <= set(loaded)
+
+
+@pytest.mark.parametrize(
+    ("launcher", "job", "early"),
+    [
+        ("hydra_plugins.letters_stacked_launcher.stacked_launcher.StackedLauncher", None, False),
+        ("hydra_plugins.letters_stacked_launcher.stacked_launcher.StackedLauncher", 1, True),
+        ("hydra_plugins.letters_stacked_launcher.stacked_launcher.StackedLauncher", 0, False),
+        ("hydra._internal.core_plugins.basic_launcher.BasicLauncher", 3, False),
+        (
+            "hydra_plugins.letters_stacked_launcher.submitit_launcher.StackedLocalLauncher",
+            3,
+            False,
+        ),
+    ],
+)
+def test_only_a_stacked_sweep_starts_its_picture_server_early(
+    launcher: str, job: int | None, early: bool
+) -> None:
+    """The stacked launcher trains its stacks in this process: from its second job on, the
+    server that forks picture workers starts while jobs are prepared. A single run (job None),
+    the basic launcher's runs and submitit's stacks (drawn in their jobs' processes) do not
+    start it."""
+    from hydra.types import RunMode
+
+    from letters.runs.prepare import draws_in_workers
+
+    mode = RunMode.RUN if job is None else RunMode.MULTIRUN
+    hydra = OmegaConf.create(
+        {
+            "launcher": {"_target_": launcher},
+            "mode": mode,
+            "job": {"num": "???" if job is None else job},
+        }
+    )
+    assert draws_in_workers(hydra) is early

@@ -31,6 +31,7 @@ from matplotlib.transforms import Affine2D
 from letters.common.files import write_atomically
 from letters.reporting.figure_files import figure_pixels, new_figure, png_bytes
 from letters.reporting.figure_files import save_figure as save_figure  # predict.py draws and saves
+from letters.reporting.picture_workers import picture_context
 
 # 26 colours as far apart as a Glasbey palette gets them, and dark enough to read as letters
 # on white. Computed once with the `glasbey` package (0.4.0):
@@ -375,11 +376,6 @@ def annotated_predictions(
     return figure
 
 
-# What a worker of draw_in_parallel imports to draw: this module (torch, matplotlib), t-SNE
-# (scikit-learn) and TensorBoard's writer.
-DRAWING_MODULES = ("letters.reporting.pictures", "openTSNE", "torch.utils.tensorboard")
-
-
 def draw_in_parallel(
     tasks: list[tuple[str, dict[str, Any]]],
     on_done: Callable[[int, BaseException | None], None] | None = None,
@@ -393,21 +389,14 @@ def draw_in_parallel(
     is called here as each task ends, in the order they end, so that a caller can show the
     progress of a wait that takes a while.
 
-    Workers are forked from a fresh server process (multiprocessing's "forkserver") that has
-    imported what drawing needs (DRAWING_MODULES) once, for the whole sweep: a spawned worker
-    spent 3 s of CPU importing them, more than drawing two runs; and a forked copy of this
-    process, which has run torch's thread pool, can hang. Where there is no forkserver
-    (Windows), each worker starts fresh ("spawn").
+    Workers are forked from a server process that has imported what drawing needs once, for
+    the whole sweep (letters.reporting.picture_workers): a spawned worker spent 3 s of CPU
+    importing them, more than drawing two runs.
     """
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     workers = max(1, min(len(tasks), os.cpu_count() or 1))
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(DRAWING_MODULES))  # until its server has started
-    else:
-        context = multiprocessing.get_context("spawn")
+    context = picture_context()
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         futures = [pool.submit(_draw_task, task) for task in tasks]
         if on_done is not None:
