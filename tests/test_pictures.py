@@ -214,6 +214,20 @@ def test_picture_workers_start_with_what_drawing_imports_loaded() -> None:
     assert set(DRAWING_MODULES) <= set(loaded)
 
 
+def test_a_picture_server_that_cannot_start_early_fails_no_job(monkeypatch) -> None:
+    """Starting the server early is an optimisation: where no process can be spared, the job
+    it was started for goes on (drawing tries again when the pictures are wanted)."""
+    from multiprocessing import forkserver
+
+    from letters.reporting.picture_workers import start_picture_server
+
+    def no_process() -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(forkserver, "ensure_running", no_process)
+    start_picture_server()  # no exception
+
+
 @pytest.mark.parametrize(
     ("launcher", "job", "early"),
     [

@@ -8,8 +8,11 @@ prepared (``start_picture_server``), long before the first stack draws.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 from multiprocessing.context import BaseContext
+
+log = logging.getLogger(__name__)
 
 # What a worker imports to draw: the pictures module (torch, matplotlib), t-SNE and
 # TensorBoard's writer.
@@ -30,9 +33,14 @@ def picture_context() -> BaseContext:
 def start_picture_server() -> None:
     """Start the server now, without waiting for its imports: they then run while this
     process is busy with something else on one core (a sweep preparing its jobs, importing
-    Lightning), not at the end of training, when the pictures are wanted. Idempotent."""
+    Lightning), not at the end of training, when the pictures are wanted. Idempotent. A
+    server that cannot start now (no process to spare) is no job's failure: drawing starts it
+    when the pictures are wanted, or says why it cannot."""
     context = picture_context()
     if context.get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        try:
+            forkserver.ensure_running()
+        except OSError as error:
+            log.debug("the picture workers' server did not start early: %s", error)

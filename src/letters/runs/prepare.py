@@ -65,7 +65,7 @@ def draws_in_workers(hydra_cfg: DictConfig) -> bool:
     """Whether this job's sweep will likely draw a stack's pictures in worker processes: a
     second job (or later) of the stacked launcher, which trains its stacks in this process.
     Their server then starts now (start_picture_server): its imports take the core that
-    preparing the jobs leaves idle, not the end of training (about 3.5 s of the momentum table
+    preparing the jobs leaves idle, not the end of training (about 4 s of the momentum table
     over three seeds, 2 cores)."""
     launcher = str((hydra_cfg.get("launcher") or {}).get("_target_") or "")
     stacked = launcher.rsplit(".", 1)[-1] == "StackedLauncher"
