@@ -74,9 +74,9 @@ class Chunk(NamedTuple):
 
 
 def gather(source: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``source``'s rows at ``rows`` [K, n], as [K, n, features]; index_select is several times
-    faster here than advanced indexing (source[rows])."""
-    return source.index_select(0, rows.reshape(-1)).view(*rows.shape, source.shape[1])
+    """``source``'s rows at ``rows`` [K, n], as [K, n, ...] (images or labels); index_select is
+    several times faster here than advanced indexing (source[rows])."""
+    return source.index_select(0, rows.reshape(-1)).view(*rows.shape, *source.shape[1:])
 
 
 class MemberBatches:
@@ -118,11 +118,9 @@ class MemberBatches:
 
     def __iter__(self) -> Iterator[Chunk]:
         orders = self.orders(self.epoch())
-        members = len(self.seeds)
         for start in range(0, len(self.labels), self.rows_per_chunk):
             rows = orders[:, start : start + self.rows_per_chunk]
-            labels = self.labels.index_select(0, rows.reshape(-1)).view(members, -1)
-            yield Chunk(self.inputs, rows, labels, self.batch_size)
+            yield Chunk(self.inputs, rows, gather(self.labels, rows), self.batch_size)
 
 
 class LetterDataModule(pl.LightningDataModule):

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from letters.common.errors import ConfigError
@@ -15,6 +14,7 @@ from letters.reporting.picture_workers import start_picture_server
 from letters.runs.jobs import Job, multirun, record_failure
 from letters.runs.pruning import trial_of_current_job
 from letters.runs.resume import continue_sweep_job, requeued_job, resumed_config
+from letters.runs.threads import is_multirun, launcher_target
 from letters.runs.validate import validate_training
 
 log = logging.getLogger("letters.train")
@@ -67,6 +67,5 @@ def draws_in_workers(hydra_cfg: DictConfig) -> bool:
     Their server then starts now (start_picture_server): its imports take the core that
     preparing the jobs leaves idle, not the end of training (about 4 s of the momentum table
     over three seeds, 2 cores)."""
-    launcher = str((hydra_cfg.get("launcher") or {}).get("_target_") or "")
-    stacked = launcher.rsplit(".", 1)[-1] == "StackedLauncher"
-    return stacked and hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.job.num >= 1
+    stacked = launcher_target(hydra_cfg).rsplit(".", 1)[-1] == "StackedLauncher"
+    return stacked and is_multirun(hydra_cfg) and hydra_cfg.job.num >= 1

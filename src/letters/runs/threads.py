@@ -73,7 +73,7 @@ def threads_and_reason(
     if hydra is None or not is_multirun(hydra):
         return None, "a run alone gets torch's default"
     launcher = hydra.get("launcher") or {}
-    target = str(launcher.get("_target_") or "")
+    target = launcher_target(hydra)
     kind = target.rsplit(".", 1)[-1]
     if "hydra_joblib_launcher" in target:
         cores = cores or available_cores()
@@ -122,8 +122,12 @@ def runs_beside_others(hydra: Any = None) -> bool:
     hydra = hydra if hydra is not None else current_hydra()
     if hydra is None or not is_multirun(hydra):
         return False
-    target = str((hydra.get("launcher") or {}).get("_target_") or "")
-    return any(name in target for name in PARALLEL_LAUNCHERS)
+    return any(name in launcher_target(hydra) for name in PARALLEL_LAUNCHERS)
+
+
+def launcher_target(hydra: Any) -> str:
+    """The class path of the job's launcher (hydra.launcher._target_), "" where none is set."""
+    return str((hydra.get("launcher") or {}).get("_target_") or "")
 
 
 def share(cores: int, jobs: int) -> int:
