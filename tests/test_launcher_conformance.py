@@ -22,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobStatus
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra.test_utils.test_utils import TSweepRunner
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.letters_stacked_launcher.remembered_configs import RememberingConfigLoader
 from hydra_plugins.letters_stacked_launcher.stacked_launcher import (
     LogSetup,
     PreparedJob,
@@ -366,3 +368,73 @@ def test_a_job_may_end_with_an_exception(
     with pytest.raises(LookupError, match="a=1 ended"), sweep:
         pass
     assert stacking.stacks == ([[0, 2]] if before else [[0, 2], [1]])
+
+
+# --- each job's config composed once ------------------------------------------------------
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+@pytest.mark.parametrize("stacked", [True, False], ids=["stacking app", "any Hydra app"])
+def test_a_sweep_composes_each_job_once(
+    hydra_sweep_runner: TSweepRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stacked: bool,
+) -> None:
+    """Hydra's basic sweeper composes each job to check it, then the launcher used to compose
+    it again; now the launcher gets the checked job's config, and each job still its own."""
+    composed: list[list[str]] = []
+    compose = ConfigLoaderImpl.load_sweep_config
+
+    def counting(self: ConfigLoaderImpl, master_config: DictConfig, sweep_overrides: list[str]):
+        composed.append(list(sweep_overrides))
+        return compose(self, master_config, sweep_overrides)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counting)
+    sweep_dir = tmp_path / "sweep"
+    sweep = (
+        stacked_sweep(hydra_sweep_runner, FakeStacking(), sweep_dir, "+a=0,1,2")
+        if stacked
+        else hydra_sweep_runner(
+            calling_file=None,
+            calling_module="hydra.test_utils.a_module",
+            task_function=None,
+            config_path="configs",
+            config_name="compose",
+            overrides=["hydra/launcher=stacked", "+a=0,1,2"],
+            temp_dir=sweep_dir,
+        )
+    )
+    with sweep:
+        returns = sweep.returns[0]
+        assert composed == [["+a=0"], ["+a=1"], ["+a=2"]]
+        assert [r.cfg.a for r in returns] == [0, 1, 2]
+        assert [r.hydra_cfg.hydra.job.num for r in returns] == [0, 1, 2]
+        for num in range(3):
+            saved = (sweep_dir / str(num) / ".hydra" / "config.yaml").read_text()
+            assert f"a: {num}" in saved
+
+
+def test_a_remembered_config_is_handed_out_once_and_as_a_copy() -> None:
+    class Loader:
+        calls = 0
+
+        def load_sweep_config(self, master: DictConfig, overrides: list[str]) -> DictConfig:
+            Loader.calls += 1
+            return OmegaConf.create({"a": int(overrides[0].split("=")[1]), "calls": self.calls})
+
+    loader = RememberingConfigLoader(Loader())  # type: ignore[arg-type]
+    master = OmegaConf.create()
+    checked = loader.load_sweep_config(master, ["a=1"])
+    checked.a = 99  # what the first caller does with its own does not reach the second
+    launched = loader.load_sweep_config(master, ["a=1"])
+    assert (launched.a, launched.calls, Loader.calls) == (1, 1, 1)
+    with loader.launch():
+        again = loader.load_sweep_config(master, ["a=1"])  # handed out once: composed again
+        assert (again.calls, Loader.calls) == (2, 2)
+        assert loader.remembered == {}  # a launch's own compositions are not kept
+    loader.load_sweep_config(master, ["a=2"])  # a check whose job is not launched here
+    with loader.launch():
+        pass
+    assert loader.remembered == {}  # dropped at the launch's end
+    assert loader.load_sweep_config(OmegaConf.create(), ["a=1"]).calls == 4  # another sweep's

@@ -62,6 +62,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from hydra_plugins.letters_stacked_launcher.remembered_configs import RememberingConfigLoader
+
 log = logging.getLogger(__name__)
 
 
@@ -308,6 +310,7 @@ class StackedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.config_loader: RememberingConfigLoader | None = None
 
     def setup(
         self,
@@ -319,6 +322,8 @@ class StackedLauncher(Launcher):
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        # The sweeper composes each job to check it, then launch would compose it again.
+        self.config_loader = RememberingConfigLoader.install(hydra_context)
 
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -332,18 +337,20 @@ class StackedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         stacking = getattr(self.task_function, "stacking", None)
         original_hydra_cfg = HydraConfig.instance().cfg
+        assert self.config_loader is not None
         try:
-            if stacking is None:
-                log.info(f"Launching {len(job_overrides)} jobs locally")
+            with self.config_loader.launch():
+                if stacking is None:
+                    log.info(f"Launching {len(job_overrides)} jobs locally")
+                    self.log_shared_overrides(job_overrides)
+                    task_function = self.task_function
+                    return self.run_jobs(job_overrides, initial_job_idx, lambda _: task_function)
+                log.info(
+                    f"Launching {len(job_overrides)} jobs {self.where}, stacked "
+                    f"(max_stack={self.max_stack})"
+                )
                 self.log_shared_overrides(job_overrides)
-                task_function = self.task_function
-                return self.run_jobs(job_overrides, initial_job_idx, lambda _: task_function)
-            log.info(
-                f"Launching {len(job_overrides)} jobs {self.where}, stacked "
-                f"(max_stack={self.max_stack})"
-            )
-            self.log_shared_overrides(job_overrides)
-            return self.launch_stacked(stacking, job_overrides, initial_job_idx)
+                return self.launch_stacked(stacking, job_overrides, initial_job_idx)
         finally:
             HydraConfig.instance().cfg = original_hydra_cfg
 
