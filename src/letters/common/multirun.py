@@ -4,6 +4,7 @@ whole sweep, such as which keys it varies and how many jobs run at once."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,29 @@ from omegaconf import DictConfig, OmegaConf
 
 
 def read_sweep(multirun_yaml: str | Path) -> DictConfig | None:
-    """The sweep's config (SWEEP_DIR/multirun.yaml), or None when the sweep left none (the
-    Optuna sweeper keeps its command to itself) or it cannot be read."""
+    """The sweep's config (SWEEP_DIR/multirun.yaml), read-only, or None when the sweep left
+    none (the Optuna sweeper keeps its command to itself) or it cannot be read. Read once
+    while the file stays as it is: every job of a sweep asks (0.03 s of YAML each)."""
     path = Path(multirun_yaml)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
     if not path.is_file():
         return None
+    return _read_sweep(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_sweep(path: str, mtime_ns: int, size: int) -> DictConfig | None:
     try:
         config = OmegaConf.load(path)
     except Exception:  # an unreadable record of the sweep: nothing is known of it
         return None
-    return config if isinstance(config, DictConfig) else None
+    if not isinstance(config, DictConfig):
+        return None
+    OmegaConf.set_readonly(config, True)  # shared by every caller
+    return config
 
 
 def sweep_overrides(sweep: DictConfig) -> list[Any] | None:
@@ -31,6 +45,11 @@ def sweep_overrides(sweep: DictConfig) -> list[Any] | None:
         params = OmegaConf.select(sweep, "hydra.sweeper.params") or {}
         arguments = [f"{key}={value}" for key, value in params.items()]
         arguments += list(OmegaConf.select(sweep, "hydra.overrides.task") or [])
-        return OverridesParser.create().parse_overrides(arguments)
+        return list(_parsed(tuple(arguments)))
     except Exception:  # a record of the sweep we cannot read: nothing is known of it
         return None
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(arguments: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(OverridesParser.create().parse_overrides(list(arguments)))
