@@ -72,7 +72,12 @@ class RememberingConfigLoader(ConfigLoader):
             yield
         finally:
             self.in_launch = False
-            self.remembered.clear()
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop every remembered config: for a launch whose jobs compose theirs elsewhere
+        (each submitit job on its machine), which would otherwise carry them all along."""
+        self.remembered.clear()
 
     # Everything else is Hydra's loader's.
 

@@ -177,9 +177,9 @@ class StackedSubmititLauncher(StackedLauncher):
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         if getattr(self.task_function, "stacking", None) is None:
-            assert self.config_loader is not None  # each job composes its config where it runs
-            with self.config_loader.launch():
-                return self.hydra_twin().launch(job_overrides, initial_job_idx)
+            assert self.config_loader is not None
+            self.config_loader.forget()  # each job composes its config where it runs
+            return self.hydra_twin().launch(job_overrides, initial_job_idx)
         return super().launch(job_overrides, initial_job_idx)
 
     def hydra_twin(self) -> Launcher:
