@@ -262,17 +262,26 @@ def damaged_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str
 
 
 def test_damaged_checkpoints_are_one_line(fast_run, list_dataset, tmp_path, cache_dir) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     good = fast_run / "checkpoints" / "best.ckpt"
     image = first_image(list_dataset)
-    for name, (path, message) in damaged_checkpoints(tmp_path, good).items():
-        for command in (["test", f"ckpt={path}"], ["predict", f"ckpt={path}", f"images=[{image}]"]):
-            result = run_cli(*command, cwd=tmp_path, check=False)
-            assert result.returncode == 1, name
-            lines = result.stderr.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {message}"), (
-                name,
-                lines,
-            )
+    cases = [
+        (name, path, message, command)
+        for name, (path, message) in damaged_checkpoints(tmp_path, good).items()
+        for command in (["test", f"ckpt={path}"], ["predict", f"ckpt={path}", f"images=[{image}]"])
+    ]
+    # Ten commands that spend their seconds importing on one core each: two at a time.
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda case: run_cli(*case[3], cwd=tmp_path, check=False), cases))
+    for (name, path, message, command), result in zip(cases, results, strict=True):
+        assert result.returncode == 1, (name, command[0])
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}: {message}"), (
+            name,
+            command[0],
+            lines,
+        )
 
 
 def test_a_failed_write_leaves_the_previous_file_and_says_which(tmp_path: Path) -> None:
