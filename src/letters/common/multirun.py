@@ -5,6 +5,7 @@ whole sweep, such as which keys it varies and how many jobs run at once."""
 from __future__ import annotations
 
 import functools
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,12 @@ def read_sweep(multirun_yaml: str | Path) -> DictConfig | None:
     while the file stays as it is: every job of a sweep asks (0.03 s of YAML each)."""
     path = Path(multirun_yaml)
     try:
-        stat = path.stat()
+        status = path.stat()
     except OSError:
         return None
-    if not path.is_file():
+    if not stat.S_ISREG(status.st_mode):
         return None
-    return _read_sweep(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    return _read_sweep(str(path.resolve()), status.st_mtime_ns, status.st_size)
 
 
 @functools.lru_cache(maxsize=8)
