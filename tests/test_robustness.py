@@ -253,8 +253,11 @@ def damaged_checkpoints(tmp_path: Path, good: Path) -> dict[str, tuple[Path, str
     alien = tmp_path / "alien.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(3)}, "hyper_parameters": {"norm_size": 32}}, alien)
     return {
-        "truncated": (truncated, "not a readable checkpoint"),
-        "garbage": (garbage, "not a readable checkpoint"),
+        "truncated": (truncated, "not a readable checkpoint (PytorchStreamReader failed"),
+        "garbage": (
+            garbage,
+            "not a readable checkpoint (not a torch checkpoint, or a damaged one)",
+        ),
         "foreign": (foreign, "not a letters checkpoint (no state_dict/hyper_parameters)"),
         "other model": (alien, "not a letters checkpoint"),
         "missing": (tmp_path / "nope.ckpt", "checkpoint not found"),
@@ -282,6 +285,42 @@ def test_damaged_checkpoints_are_one_line(fast_run, list_dataset, tmp_path, cach
             command[0],
             lines,
         )
+
+
+def test_an_unreadable_checkpoint_says_why_in_words_of_its_own(tmp_path: Path) -> None:
+    """torch.load's own first line advises loading with weights_only=False (what would run
+    the file's code) or is a paragraph with terminal escapes, and its unpickler warns about a
+    foreign pickle: the user gets one plain reason instead, and no warning."""
+    import pickle
+    import warnings
+
+    from letters.common.errors import LettersError
+    from letters.engine.checkpoint import read_checkpoint
+
+    holding = tmp_path / "holding.ckpt"
+    torch.save({"state_dict": RunsCode(tmp_path / "ran"), "hyper_parameters": {}}, holding)
+    plain_pickle = tmp_path / "plain.pkl"
+    plain_pickle.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    text = tmp_path / "text.ckpt"
+    text.write_text("hello")
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    cases = {
+        holding: f"{holding}: not a readable checkpoint (it holds a Python object, ",
+        plain_pickle: f"{plain_pickle}: not a readable checkpoint (not a torch checkpoint, or a "
+        "damaged one)",
+        text: f"{text}: not a readable checkpoint (not a torch checkpoint, or a damaged one)",
+        empty: f"{empty}: not a readable checkpoint (it ends too soon: empty or cut short)",
+    }
+    for path, message in cases.items():
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(LettersError) as error:
+            warnings.simplefilter("always")
+            read_checkpoint(path)
+        said = str(error.value)
+        assert said.startswith(message), said
+        assert "weights_only" not in said and "\x1b" not in said and "\n" not in said, said
+        assert not caught, [str(warning.message) for warning in caught]
+    assert not (tmp_path / "ran").exists()
 
 
 def test_a_failed_write_leaves_the_previous_file_and_says_which(tmp_path: Path) -> None:
@@ -405,7 +444,10 @@ def test_checkpoints_and_configs_handed_over_cannot_run_code(
     checkpoint["hyper_parameters"]["data"] = exec_target
     torch.save(checkpoint, instantiating)
     cases = [
-        (["test", f"ckpt={pickled}"], f"error: {pickled}: not a readable checkpoint"),
+        (
+            ["test", f"ckpt={pickled}"],
+            f"error: {pickled}: not a readable checkpoint (it holds a Python object, ",
+        ),
         (
             ["test", f"ckpt={instantiating}"],
             f"error: {instantiating}: hyper_parameters.data._target_='builtins.exec' is not "
@@ -418,7 +460,10 @@ def test_checkpoints_and_configs_handed_over_cannot_run_code(
         shutil.copytree(run, other)
         if breakage == "pickled":
             shutil.copy(pickled, other / "checkpoints" / "last.ckpt")
-            message = f"error: {other}/checkpoints/last.ckpt: not a readable checkpoint"
+            message = (
+                f"error: {other}/checkpoints/last.ckpt: not a readable checkpoint (it holds a "
+                "Python object, "
+            )
         else:
             text = (other / "config.yaml").read_text()
             target = "_target_: pytorch_lightning.loggers.TensorBoardLogger"

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from letters.common.errors import LettersError, first_line
 from letters.common.files import write_atomically
 from letters.engine.members import DEFAULT_MEMBER
-from letters.engine.module import LetterClassifier
+
+if TYPE_CHECKING:
+    from letters.engine.module import LetterClassifier
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
@@ -25,9 +29,11 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if not path.is_file():
         raise LettersError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # its unpickler's own say about a foreign pickle
+            warnings.filterwarnings("ignore", module="torch._weights_only_unpickler")
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # truncated, corrupt or not a torch file at all
-        raise LettersError(f"{path}: not a readable checkpoint ({first_line(error)})") from None
+        raise LettersError(f"{path}: not a readable checkpoint ({unreadable(error)})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
         checkpoint
     ):
@@ -35,6 +41,23 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     if "members" not in checkpoint["hyper_parameters"]:
         upgrade_single_run(checkpoint)
     return checkpoint
+
+
+def unreadable(error: Exception) -> str:
+    """Why torch.load refused a file, for a user: torch's own first line advises loading it with
+    weights_only=False (never done here: that would run what the file holds) or is a paragraph
+    with terminal escapes; its first sentence where it is plain."""
+    text = str(error)
+    # "Unsupported global: GLOBAL x.Y was not an allowed global", or "unsupported GLOBAL
+    # posix.system whose module posix is blocked"
+    held = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)
+    if held:
+        return f"it holds a Python object, {held.group(1)}, not only weights and numbers"
+    if isinstance(error, EOFError):
+        return "it ends too soon: empty or cut short"
+    if isinstance(error, RuntimeError):  # torch's reader: "... zip archive: not a ZIP archive"
+        return first_line(error).split(". ")[0]
+    return "not a torch checkpoint, or a damaged one"  # pickle's, torch's legacy reader's
 
 
 @contextmanager
@@ -78,10 +101,16 @@ def upgrade_single_run(checkpoint: dict) -> None:
     checkpoint["upgraded_from"] = "0.1"
 
 
-def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a LetterClassifier from a letters checkpoint alone (weights and preprocessing)."""
+def load_classifier(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> LetterClassifier:
+    """Rebuild a LetterClassifier from a letters checkpoint alone (weights and preprocessing).
+    Lightning (LetterClassifier's base: 3 to 4 s of start-up) is loaded only once the file
+    reads as a checkpoint: a damaged one is refused in a command's first seconds."""
     path = Path(path)
     checkpoint = read_checkpoint(path, device)
+    from letters.engine.module import LetterClassifier
+
     try:
         model = LetterClassifier(**checkpoint["hyper_parameters"])
         model.load_state_dict(checkpoint["state_dict"])
@@ -102,6 +131,8 @@ def load_stacked_classifier(
     if not paths:
         raise ValueError("no checkpoints to stack")
     checkpoints = [read_checkpoint(path, device) for path in paths]
+    from letters.engine.module import LetterClassifier  # as load_classifier: once they read
+
     first = checkpoints[0]["hyper_parameters"]
     shared = {key: value for key, value in first.items() if key != "members"}
     for path, checkpoint in zip(paths, checkpoints, strict=True):
