@@ -33,7 +33,8 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
             warnings.filterwarnings("ignore", module="torch._weights_only_unpickler")
             checkpoint = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # truncated, corrupt or not a torch file at all
-        raise LettersError(f"{path}: not a readable checkpoint ({unreadable(error)})") from None
+        reason = unreadable_reason(error)
+        raise LettersError(f"{path}: not a readable checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "hyper_parameters"} <= set(
         checkpoint
     ):
@@ -43,7 +44,7 @@ def read_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     return checkpoint
 
 
-def unreadable(error: Exception) -> str:
+def unreadable_reason(error: Exception) -> str:
     """Why torch.load refused a file, for a user: torch's own first line advises loading it with
     weights_only=False (never done here: that would run what the file holds) or is a paragraph
     with terminal escapes; its first sentence where it is plain."""
