@@ -7,13 +7,20 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from conftest import run_cli
 from letters.common.entry import CONF_DIR
 from letters.common.errors import ConfigError
-from letters.runs.threads import available_cores, basic_sweep_size, threads_for_job
+from letters.runs.threads import (
+    available_cores,
+    basic_sweep_size,
+    cores_left_by_training,
+    threads_for_job,
+    trains_stacks_here,
+)
 
 AUTOMATIC = OmegaConf.create({"torch_threads": None})
 
@@ -195,3 +202,24 @@ def test_a_stack_job_uses_cpus_per_task(monkeypatch: pytest.MonkeyPatch) -> None
     assert threads(hydra, cores=64) == 1
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
     assert threads(hydra, cores=64) == 6
+
+
+def test_pictures_are_drawn_beside_training_only_where_stacks_train_in_this_process() -> None:
+    """hydra/launcher=stacked trains one stack after another here: an earlier stack's
+    pictures can be drawn while the next trains. Elsewhere (a single run, the basic launcher,
+    submitit's processes) the pictures are drawn when the run ends."""
+    assert trains_stacks_here(job_hydra())  # -m: stacked by default
+    assert not trains_stacks_here(job_hydra(mode="RUN"))
+    assert not trains_stacks_here(job_hydra("hydra/launcher=basic"))
+    assert not trains_stacks_here(job_hydra("hydra/launcher=stacked_submitit_local"))
+
+
+def test_the_cores_training_leaves_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the CPU, training takes torch's threads (by default every core: none left);
+    beside a GPU, the one core that drives it."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert cores_left_by_training("cpu", cores=8) == 0
+    assert cores_left_by_training("cuda", cores=8) == 7
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert cores_left_by_training("cpu", cores=8) == 7
+    assert cores_left_by_training("cpu", cores=1) == 0

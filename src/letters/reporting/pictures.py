@@ -13,6 +13,7 @@ import io
 import logging
 import math
 import os
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -398,24 +399,34 @@ def draw_in_parallel(
 
     workers = max(1, min(len(tasks), os.cpu_count() or 1))
     context = picture_context()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start) as pool:
-        futures = [pool.submit(_draw_task, task) for task in tasks]
-        if on_done is not None:
-            index_of = {future: index for index, future in enumerate(futures)}
-            for future in as_completed(futures):
-                on_done(index_of[future], future.exception())
-        return [future.exception() for future in futures]
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=picture_worker_start) as pool:
+        futures = [pool.submit(draw_run_pictures, task) for task in tasks]
+        try:
+            if on_done is not None:
+                index_of = {future: index for index, future in enumerate(futures)}
+                for future in as_completed(futures):
+                    on_done(index_of[future], future.exception())
+            return [future.exception() for future in futures]
+        except BaseException:  # Ctrl-C: the runs being drawn finish, the others are not begun
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
-def _worker_start() -> None:
+def picture_worker_start() -> None:
+    """Set up a picture worker process (ProcessPoolExecutor's initializer)."""
     torch.set_num_threads(1)  # the workers share the cores between them
+    # Ctrl-C reaches every process of the terminal's group: a worker finishes the run it
+    # draws (a few seconds), while the sweep stops its training and records every run.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # What the server imported (torch, matplotlib, openTSNE: about 400,000 objects) lives as
     # long as the worker: out of the garbage collector's sight, its full passes (0.15 s each,
     # every few runs) look at the drawing's objects only. Python's advice for forked workers.
     gc.freeze()
 
 
-def _draw_task(task: tuple[str, dict[str, Any]]) -> None:
+def draw_run_pictures(task: tuple[str | None, dict[str, Any]]) -> None:
+    """One run's evaluation_pictures in a worker: ``task`` is (its TensorBoard folder or None,
+    evaluation_pictures' other arguments)."""
     from torch.utils.tensorboard import SummaryWriter
 
     log_dir, arguments = task

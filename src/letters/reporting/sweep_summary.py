@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from letters.common.errors import LettersError, first_line
 from letters.common.files import shown_path
 from letters.common.records import RECORD_FILE, percent, record_line
+from letters.reporting.background_pictures import finish_background_pictures
 from letters.reporting.sweep import Run, best_group, ranked_trials, shown_keys
 from letters.reporting.sweep_report import Report, build_report
 from letters.reporting.tables import job_folder, settings_text, shown_value
@@ -170,6 +171,10 @@ class SweepSummary(Callback):
                 plain_optuna_logs()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:  # a stacked sweep's last pictures: their errors belong in the summary's records
+            finish_background_pictures()
+        except Exception as error:  # never crash a sweep that has run
+            print(f"pictures: not waited for ({type(error).__name__}: {first_line(error)})")
         try:
             text = summary(Path(str(config.hydra.sweep.dir)))
         except Exception as error:  # never crash a sweep that has run

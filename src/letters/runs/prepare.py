@@ -14,7 +14,7 @@ from letters.reporting.picture_workers import start_picture_server
 from letters.runs.jobs import Job, multirun, record_failure
 from letters.runs.pruning import trial_of_current_job
 from letters.runs.resume import continue_sweep_job, requeued_job, resumed_config
-from letters.runs.threads import is_multirun, launcher_target
+from letters.runs.threads import trains_stacks_here
 from letters.runs.validate import validate_training
 
 log = logging.getLogger("letters.train")
@@ -67,5 +67,4 @@ def draws_in_workers(hydra_cfg: DictConfig) -> bool:
     Their server then starts now (start_picture_server): its imports take the core that
     preparing the jobs leaves idle, not the end of training (about 4 s of the momentum table
     over three seeds, 2 cores)."""
-    stacked = launcher_target(hydra_cfg).rsplit(".", 1)[-1] == "StackedLauncher"
-    return stacked and is_multirun(hydra_cfg) and hydra_cfg.job.num >= 1
+    return trains_stacks_here(hydra_cfg) and hydra_cfg.job.num >= 1

@@ -26,11 +26,18 @@ from letters.common.records import (
 )
 from letters.engine.checkpoint import load_stacked_classifier
 from letters.engine.evaluate import Predictions, predict_members
+from letters.reporting.background_pictures import (
+    PendingRun,
+    background_pictures,
+    member_log_files,
+    settle_background_pictures,
+)
 from letters.reporting.pictures import draw_in_parallel, evaluation_pictures, run_name
 from letters.runs.jobs import multirun
 from letters.runs.pruning import is_pruned, pruned_outcome
 from letters.runs.resume import scheduler_job_id, scheduler_stamp
 from letters.runs.stack_run import StackRun
+from letters.runs.threads import available_cores, cores_left_by_training, trains_stacks_here
 
 log = logging.getLogger("letters.train")
 
@@ -77,7 +84,9 @@ def record_stack(stack: StackRun, strict: bool) -> list[float | BaseException]:
         record_interrupted(stack, stopped_by, pretraining=True)
     if stopped_by is not None and stack.trainer.current_epoch < stack.trainer.max_epochs:
         record_interrupted(stack, stopped_by)
-    log.info("%s", testing_line(stack))
+    settle_background_pictures()  # an earlier stack's pictures that could not be written
+    beside = cores_beside_training(stack)
+    log.info("%s", testing_line(stack, beside > 0))
     tested = test_members(stack, list(range(len(stack.jobs))))
     pictures = {  # none of a pruned trial: it is one that a search found bad
         member: picture_task(stack, member, predictions)
@@ -86,7 +95,11 @@ def record_stack(stack: StackRun, strict: bool) -> list[float | BaseException]:
         and stack.jobs[member].cfg.pictures
         and stack.model.pruned_at[member] is None
     }
-    unwritten = draw_pictures(stack, pictures)
+    if beside:
+        draw_beside_training(stack, pictures, beside)
+        unwritten = {}
+    else:
+        unwritten = draw_pictures(stack, pictures)
     for member, message in unwritten.items():
         tested[member][0]["pictures_error"] = message
     scores = [finish_member(stack, member, record) for member, (record, _) in enumerate(tested)]
@@ -102,14 +115,47 @@ def record_stack(stack: StackRun, strict: bool) -> list[float | BaseException]:
     return scores
 
 
-def testing_line(stack: StackRun) -> str:
+def testing_line(stack: StackRun, beside_training: bool = False) -> str:
     """What the end of training does next, said before it: on a stack, a while."""
     drawing = any(job.cfg.pictures for job in stack.jobs)
     if len(stack.jobs) == 1:
         pictures = " and drawing its pictures" if drawing else ""
-        return f"testing the best checkpoint on the test split{pictures}"
-    pictures = " and drawing their pictures" if drawing else ""
-    return f"testing {len(stack.jobs)} runs, each its best checkpoint on the test split{pictures}"
+        tested = "testing the best checkpoint on the test split"
+    else:
+        pictures = " and drawing their pictures" if drawing else ""
+        tested = f"testing {len(stack.jobs)} runs, each its best checkpoint on the test split"
+    if drawing and beside_training:
+        whose = "its" if len(stack.jobs) == 1 else "their"
+        pictures = f" ({whose} pictures are drawn while the sweep goes on)"
+    return tested + pictures
+
+
+def cores_beside_training(stack: StackRun) -> int:
+    """How many workers may draw this stack's pictures while the sweep's next stack trains:
+    the cores its training leaves idle, where the sweep trains its stacks in this process
+    (hydra/launcher=stacked); 0 draws them now, on every core."""
+    if not any(job.cfg.pictures for job in stack.jobs) or not trains_stacks_here():
+        return 0
+    return cores_left_by_training(stack.model.device.type)
+
+
+def draw_beside_training(
+    stack: StackRun, pictures: dict[int, dict[str, Any]], workers: int
+) -> None:
+    """Hand each member's pictures to the sweep's background workers
+    (letters.reporting.background_pictures), which say and record what they cannot write."""
+    queue = background_pictures(workers, available_cores())
+    for member, task in pictures.items():
+        job = stack.jobs[member]
+        queue.submit(
+            PendingRun(
+                run_dir=job.run_dir,
+                # Said beside another stack's lines: the name TensorBoard knows it by.
+                label=f"{task['run']}: ",
+                log_files=member_log_files(member),
+                task=(getattr(stack.trackers[member].tensorboard, "log_dir", None), task),
+            )
+        )
 
 
 def draw_pictures(stack: StackRun, pictures: dict[int, dict[str, Any]]) -> dict[int, str]:

@@ -125,6 +125,23 @@ def runs_beside_others(hydra: Any = None) -> bool:
     return any(name in launcher_target(hydra) for name in PARALLEL_LAUNCHERS)
 
 
+def trains_stacks_here(hydra: Any = None) -> bool:
+    """Whether this job's stack trains in the sweep's own process, one stack after another
+    (hydra/launcher=stacked): its pictures may then be drawn while the next stack trains."""
+    hydra = hydra if hydra is not None else current_hydra()
+    if hydra is None or not is_multirun(hydra):
+        return False
+    return launcher_target(hydra).rsplit(".", 1)[-1] == "StackedLauncher"
+
+
+def cores_left_by_training(device_type: str, cores: int | None = None) -> int:
+    """The cores a stack's training leaves idle: beside a GPU, all but the one that drives
+    it; on the CPU, all but torch's threads (none, by default)."""
+    cores = cores or available_cores()
+    busy = torch.get_num_threads() if device_type == "cpu" else 1
+    return max(0, cores - busy)
+
+
 def launcher_target(hydra: Any) -> str:
     """The class path of the job's launcher (hydra.launcher._target_), "" where none is set."""
     return str((hydra.get("launcher") or {}).get("_target_") or "")
