@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from letters.common.errors import LettersError
+from letters.common.errors import LettersError, first_line, user_error_line
 from letters.common.records import RecordError, read_record, write_record
 from letters.reporting.picture_workers import picture_context
 
@@ -141,7 +141,8 @@ def settle(run: PendingRun) -> bool:
     if error is None:
         say(run, logging.INFO, "pictures drawn", console=False)
         return True
-    message = unwritten_reason(error)
+    # A bug's traceback stays in the worker; its kind and first line are said.
+    message = user_error_line(error) or f"{type(error).__name__}: {first_line(error)}"
     say(run, logging.ERROR, f"pictures not drawn: {message}", console=True)
     try:
         record = read_record(run.run_dir)
@@ -150,18 +151,6 @@ def settle(run: PendingRun) -> bool:
     except (RecordError, LettersError) as unwritable:
         say(run, logging.ERROR, str(unwritable), console=True)
     return False
-
-
-def unwritten_reason(error: BaseException) -> str:
-    """One line for what stopped a run's pictures: a LettersError's own, an OSError's file and
-    reason, else the kind of error and its first line (a bug: the workers' traceback is lost,
-    the run's other files are not)."""
-    if isinstance(error, LettersError):
-        return str(error)
-    if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.filename}: {error.strerror or error}"
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def say(run: PendingRun, level: int, text: str, console: bool) -> None:

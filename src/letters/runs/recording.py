@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from letters.common.errors import LettersError
+from letters.common.errors import LettersError, user_error_line
 from letters.common.files import shown_path
 from letters.common.records import (
     RunRecord,
@@ -238,9 +238,7 @@ def picture_progress(
 
 def written_error(error: BaseException) -> str:
     """One line for a failed write: a LettersError's own, or an OSError's file and reason."""
-    if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.filename}: {error.strerror or error}"
-    return str(error)
+    return user_error_line(error) or str(error)
 
 
 def record_interrupted(stack: StackRun, stopped_by: Any, pretraining: bool = False) -> None:
