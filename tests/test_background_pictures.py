@@ -6,18 +6,22 @@ files, and the sweep waits for the last pictures before its summary."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 
 from conftest import run_cli
+from letters.common.records import write_record
+from letters.reporting.background_pictures import PendingRun, settle
 from letters.runs.threads import available_cores
 
 PICTURES = {"confusion_matrix.png", "learning_curves.png", "mistakes.png", "tsne.png"}
 BLOCKED_JOB = 1  # its pictures/ cannot be made: a file is in the way
 
-pytestmark = pytest.mark.skipif(
+needs_an_idle_core = pytest.mark.skipif(
     available_cores() < 2, reason="needs a core that training (torch_threads=1) leaves idle"
 )
 
@@ -49,6 +53,7 @@ def sweep(list_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"stdout": result.stdout, "jobs": jobs, "folder": folder}
 
 
+@needs_an_idle_core
 def test_the_pictures_of_a_stack_are_drawn_while_the_sweep_goes_on(sweep: dict) -> None:
     console = sweep["stdout"]
     said = "each its best checkpoint on the test split (their pictures are drawn while the sweep"
@@ -68,6 +73,7 @@ def test_the_pictures_of_a_stack_are_drawn_while_the_sweep_goes_on(sweep: dict) 
         assert (tensorboard / "projector_config.pbtxt").is_file()
 
 
+@needs_an_idle_core
 def test_a_picture_that_cannot_be_written_is_said_and_recorded_in_its_runs_files(
     sweep: dict,
 ) -> None:
@@ -84,3 +90,39 @@ def test_a_picture_that_cannot_be_written_is_said_and_recorded_in_its_runs_files
     for job in sweep["jobs"]:
         if job != blocked:
             assert "pictures not drawn" not in (job / "train.log").read_text()
+
+
+def ended(run_dir: Path, error: BaseException | None) -> PendingRun:
+    """A run whose pictures' worker has ended, with ``error`` or without."""
+    future: Future[None] = Future()
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+    formatter = logging.Formatter("%(levelname)s %(message)s")
+    return PendingRun(
+        run_dir, "seed=3: ", [(str(run_dir / "train.log"), formatter)], (None, {}), future
+    )
+
+
+def test_a_drawing_bug_is_recorded_in_one_line_with_its_kind(tmp_path: Path) -> None:
+    """A bug in a worker (not a file that cannot be written) ends the run's pictures only: its
+    kind and first line go into its metrics.json and its train.log, nothing is raised."""
+    write_record(tmp_path, {"status": "finished", "test_acc": 0.5})
+    assert settle(ended(tmp_path, TypeError("bad operand\nsecond line"))) is False
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record == {
+        "status": "finished",
+        "test_acc": 0.5,
+        "pictures_error": "TypeError: bad operand",
+    }
+    log = (tmp_path / "train.log").read_text()
+    assert log == "ERROR seed=3: pictures not drawn: TypeError: bad operand\n"
+
+
+def test_pictures_drawn_leave_the_record_alone_and_say_so_in_the_log(tmp_path: Path) -> None:
+    write_record(tmp_path, {"status": "finished", "test_acc": 0.5})
+    before = (tmp_path / "metrics.json").read_bytes()
+    assert settle(ended(tmp_path, None)) is True
+    assert (tmp_path / "metrics.json").read_bytes() == before
+    assert (tmp_path / "train.log").read_text() == "INFO seed=3: pictures drawn\n"
