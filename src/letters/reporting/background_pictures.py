@@ -109,25 +109,27 @@ class BackgroundPictures:
             return
         from letters.reporting.pictures import picture_worker_start
 
-        try:
-            second = ProcessPoolExecutor(
-                min(extra, len(not_begun)),
-                mp_context=picture_context(),
-                initializer=picture_worker_start,
-            )
-        except (OSError, RuntimeError):  # no process to spare, or the interpreter is exiting
-            second = self.pool
+        second = ProcessPoolExecutor(
+            min(extra, len(not_begun)),
+            mp_context=picture_context(),
+            initializer=picture_worker_start,
+        )
         for run in not_begun:
             self.submit_again(second, run)
-        if second is not self.pool:
-            second.shutdown(wait=False)  # its workers end once their runs are drawn
+        second.shutdown(wait=False)  # its workers end once their runs are drawn
 
     def submit_again(self, pool: ProcessPoolExecutor, run: PendingRun) -> None:
+        """Queue a cancelled run again: on ``pool``, or on the first pool where ``pool`` cannot
+        start a process; a run that cannot be queued at all (the interpreter is exiting)
+        ends with that error."""
         from letters.reporting.pictures import draw_run_pictures
 
         try:
-            run.future = pool.submit(draw_run_pictures, run.task)
-        except RuntimeError as error:  # the interpreter is exiting: it cannot be drawn now
+            try:
+                run.future = pool.submit(draw_run_pictures, run.task)
+            except OSError:  # no process to spare: the workers that exist draw it
+                run.future = self.pool.submit(draw_run_pictures, run.task)
+        except (OSError, RuntimeError) as error:
             run.future = Future()
             run.future.set_exception(error)
 
