@@ -24,7 +24,6 @@ from typing import Any
 
 from letters.common.errors import LettersError, first_line, user_error_line
 from letters.common.records import RecordError, read_record, write_record
-from letters.reporting.picture_workers import picture_context
 
 log = logging.getLogger("letters.train")
 
@@ -58,19 +57,15 @@ class BackgroundPictures:
     ``finish`` waits for the last ones with ``cores`` at work."""
 
     def __init__(self, beside_training: int, cores: int) -> None:
-        from letters.reporting.pictures import picture_worker_start  # drawing is under way
+        from letters.reporting.pictures import picture_pool  # drawing is under way
 
         self.beside_training = beside_training
         self.cores = cores
-        self.pool = ProcessPoolExecutor(
-            beside_training, mp_context=picture_context(), initializer=picture_worker_start
-        )
+        self.pool = picture_pool(beside_training)
         self.pending: list[PendingRun] = []
 
     def submit(self, run: PendingRun) -> None:
-        from letters.reporting.pictures import draw_run_pictures
-
-        run.future = self.pool.submit(draw_run_pictures, run.task)
+        self.queue_on(self.pool, run)
         self.pending.append(run)
 
     def settle_done(self) -> None:
@@ -105,23 +100,19 @@ class BackgroundPictures:
         not_begun = [run for run in self.pending if run.future is not None and run.future.cancel()]
         if extra < 1 or not not_begun:
             for run in not_begun:  # cancelled for nothing: queue them again
-                self.submit_again(self.pool, run)
+                self.queue_on(self.pool, run)
             return
-        from letters.reporting.pictures import picture_worker_start
+        from letters.reporting.pictures import picture_pool
 
-        second = ProcessPoolExecutor(
-            min(extra, len(not_begun)),
-            mp_context=picture_context(),
-            initializer=picture_worker_start,
-        )
+        second = picture_pool(min(extra, len(not_begun)))
         for run in not_begun:
-            self.submit_again(second, run)
+            self.queue_on(second, run)
         second.shutdown(wait=False)  # its workers end once their runs are drawn
 
-    def submit_again(self, pool: ProcessPoolExecutor, run: PendingRun) -> None:
-        """Queue a cancelled run again: on ``pool``, or on the first pool where ``pool`` cannot
-        start a process; a run that cannot be queued at all (the interpreter is exiting)
-        ends with that error."""
+    def queue_on(self, pool: ProcessPoolExecutor, run: PendingRun) -> None:
+        """Queue a run (or a cancelled one again): on ``pool``, or on the first pool where
+        ``pool`` cannot start a process; a run that cannot be queued at all (the interpreter
+        is exiting) ends with that error."""
         from letters.reporting.pictures import draw_run_pictures
 
         try:

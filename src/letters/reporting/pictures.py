@@ -15,6 +15,7 @@ import math
 import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -395,11 +396,10 @@ def draw_in_parallel(
     the whole sweep (letters.reporting.picture_workers): a spawned worker spent 3 s of CPU
     importing them, more than drawing two runs.
     """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
     workers = max(1, min(len(tasks), os.cpu_count() or 1))
-    context = picture_context()
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=picture_worker_start) as pool:
+    with picture_pool(workers) as pool:
         futures = [pool.submit(draw_run_pictures, task) for task in tasks]
         try:
             if on_done is not None:
@@ -410,6 +410,14 @@ def draw_in_parallel(
         except BaseException:  # Ctrl-C: the runs being drawn finish, the others are not begun
             pool.shutdown(cancel_futures=True)
             raise
+
+
+def picture_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` picture worker processes (picture_context's, set up by
+    picture_worker_start) that draw_run_pictures runs in."""
+    return ProcessPoolExecutor(
+        workers, mp_context=picture_context(), initializer=picture_worker_start
+    )
 
 
 def picture_worker_start() -> None:
